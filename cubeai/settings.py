@@ -1,0 +1,296 @@
+"""Cube AI settings, driven by the environment.
+
+With nothing set the platform runs on the embedded defaults: SQLite, a local-memory cache,
+the in-process Channels layer and a filesystem Celery broker, so a checkout runs at once.
+`DATABASE_URL` and `REDIS_URL` switch the same code to PostgreSQL and Redis. Code reads
+`settings.X`, never `os.environ`.
+"""
+
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    """Read a boolean variable; anything but a clear yes/no stops start-up."""
+    value = os.environ.get(name, default).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    sys.exit(f"{name} must be true or false, not {value!r}.")
+
+
+def envint(name: str, default: str) -> int:
+    """Read an integer variable; a non-integer stops start-up with one clear line."""
+    value = os.environ.get(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        sys.exit(f"{name} must be an integer, not {value!r}.")
+
+
+def envlist(name: str, default: str = "") -> list[str]:
+    """Read a comma-separated variable."""
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def envsecret(name: str, default: str = "") -> str:
+    """Read a secret from NAME, or from the file that NAME_FILE points at."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            sys.exit(f"{name}_FILE cannot be read: {exc.strerror}.")
+    return os.environ.get(name, default)
+
+
+def database_from_url(url: str) -> dict:
+    """Parse DATABASE_URL, stopping start-up with one line if it is malformed."""
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except Exception:
+        sys.exit("DATABASE_URL is malformed: expected postgres://user:password@host:port/name.")
+    if config.get("ENGINE") != "django.db.backends.postgresql" or not config.get("NAME"):
+        sys.exit("DATABASE_URL is malformed: expected postgres://user:password@host:port/name.")
+    return config
+
+
+def redis_from_url(url: str) -> str:
+    """Check REDIS_URL, stopping start-up with one line if it is malformed."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- reading the port validates it.
+    except ValueError:
+        sys.exit("REDIS_URL is malformed: expected redis://host:port/db.")
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        sys.exit("REDIS_URL is malformed: expected redis://host:port/db.")
+    return url
+
+
+DEBUG = envbool("DJANGO_DEBUG", "true")
+SECRET_KEY = envsecret("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        sys.exit("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DEBUG is off.")
+    SECRET_KEY = "cubeai-development-only-secret-key-never-use-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# Where the embedded default keeps its SQLite file and Celery broker folders.
+DATA_DIR = Path(os.environ.get("CUBEAI_DATA_DIR", BASE_DIR / "var")).resolve()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "ninja",
+    "rest_framework",
+    "drf_spectacular",
+    "domains",
+    "tokens",
+    "inference",
+    "guardrails",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cubeai.urls"
+ASGI_APPLICATION = "cubeai.asgi.application"
+WSGI_APPLICATION = "cubeai.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "db.sqlite3",
+            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
+        }
+    }
+
+REDIS_URL = redis_from_url(os.environ["REDIS_URL"]) if os.environ.get("REDIS_URL") else ""
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_RESULT_BACKEND = REDIS_URL
+    # Redelivery after a crashed worker (see the README): acks late, short visibility timeout.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": envint("CUBEAI_CELERY_VISIBILITY_TIMEOUT", "600"),
+        "unacked_restore_interval": 1,
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # A broker that needs no server, so a real worker process still runs beside the web.
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(DATA_DIR / "celery" / "queue"),
+        "data_folder_out": str(DATA_DIR / "celery" / "queue"),
+        "control_folder": str(DATA_DIR / "celery" / "control"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+    CELERY_RESULT_BACKEND = f"file://{DATA_DIR / 'celery' / 'results'}"
+
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celery" / "beat-schedule")
+
+AUTH_USER_MODEL = "domains.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "signin"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "signin"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+EMAIL_BACKEND = os.environ.get(
+    "DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "Cube AI <noreply@localhost>")
+if os.environ.get("DJANGO_EMAIL_HOST"):
+    EMAIL_HOST = os.environ["DJANGO_EMAIL_HOST"]
+    EMAIL_PORT = envint("DJANGO_EMAIL_PORT", "587")
+    EMAIL_HOST_USER = os.environ.get("DJANGO_EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = envsecret("DJANGO_EMAIL_HOST_PASSWORD")
+    EMAIL_USE_TLS = envbool("DJANGO_EMAIL_USE_TLS", "true")
+
+# Production hardening; `manage.py check --deploy` passes with DEBUG off and HTTPS on.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("DJANGO_BEHIND_TLS_PROXY", "false") else None
+)
+SECURE_SSL_REDIRECT = envbool("DJANGO_SECURE_SSL_REDIRECT", "false" if DEBUG else "true")
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_HSTS_SECONDS = envint("DJANGO_HSTS_SECONDS", "0" if DEBUG else "31536000")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Health probes come from load balancers over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cube AI management API",
+    "DESCRIPTION": "Domains, members, roles, invitations, model access and tokens.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CUBEAI_LOG_LEVEL", "INFO")},
+}
+
+
+def parse_peppers(value: str) -> dict[str, bytes]:
+    """CUBEAI_TOKEN_PEPPERS is `id:secret,id:secret`; the last entry signs new tokens."""
+    result = {}
+    for item in envlist_value(value):
+        pepper_id, sep, secret = item.partition(":")
+        if not sep or not pepper_id.isalnum() or len(secret) < 32:
+            sys.exit("CUBEAI_TOKEN_PEPPERS must be id:secret pairs, each secret 32+ characters.")
+        result[pepper_id] = secret.encode()
+    return result
+
+
+def envlist_value(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_peppers = envsecret("CUBEAI_TOKEN_PEPPERS")
+if not _peppers and not DEBUG:
+    sys.exit("CUBEAI_TOKEN_PEPPERS (or CUBEAI_TOKEN_PEPPERS_FILE) must be set when DEBUG is off.")
+# In development the pepper derives from the development secret key.
+CUBEAI_TOKEN_PEPPERS = parse_peppers(_peppers or f"dev:{SECRET_KEY}")
+CUBEAI_TOKEN_DEFAULT_DAYS = envint("CUBEAI_TOKEN_DEFAULT_DAYS", "90")
+CUBEAI_TOKEN_MAX_DAYS = envint("CUBEAI_TOKEN_MAX_DAYS", "365")
+# Verified tokens are cached this long; a revocation deletes the entry at once where the cache
+# is shared (Redis), and this bounds how long another replica can still accept the token.
+CUBEAI_TOKEN_CACHE_SECONDS = envint("CUBEAI_TOKEN_CACHE_SECONDS", "1")
+CUBEAI_TOKEN_LAST_USED_INTERVAL = 60
+CUBEAI_TOKEN_EXPIRY_WARNING_DAYS = 7
+
+CELERY_BEAT_SCHEDULE["tokens-expire-and-warn"] = {
+    "task": "tokens.tasks.tokens_expire_and_warn",
+    "schedule": envint("CUBEAI_TOKEN_HOUSEKEEPING_SECONDS", "3600"),
+}

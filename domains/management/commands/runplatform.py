@@ -1,0 +1,111 @@
+"""Run every process of the embedded default in the foreground; Ctrl-C stops them all."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from io import StringIO
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+LOCAL_BACKENDS = Path(settings.BASE_DIR) / "deploy" / "local-agent.yaml"
+
+
+class Command(BaseCommand):
+    help = "Bootstrap the demo, then run web, Celery worker (with beat) and the local agent."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument("--agent-port", type=int, default=8100)
+        parser.add_argument("--no-agent", action="store_true", help="Do not start the agent.")
+
+    def handle(self, *args, **options):
+        out = StringIO()
+        call_command("bootstrap_demo", json=True, stdout=out)
+        demo = json.loads(out.getvalue())
+        if LOCAL_BACKENDS.exists() and not options["no_agent"]:
+            call_command("apply_backends", str(LOCAL_BACKENDS), stdout=StringIO())
+        self._print_welcome(demo, options)
+        python = sys.executable
+        processes = {
+            "web": [
+                python, "-m", "uvicorn", "cubeai.asgi:application",
+                "--host", options["host"], "--port", str(options["port"]),
+                "--workers", str(options["web_workers"]), "--no-server-header",
+                "--loop", "uvloop", "--http", "httptools",
+            ],
+            "worker": [
+                python, "-m", "celery", "-A", "cubeai", "worker", "--beat",
+                "--loglevel", "INFO", "--concurrency", "2",
+            ],
+        }  # fmt: skip
+        if not options["no_agent"]:
+            processes["agent"] = [python, "-m", "agent"]
+        env = {**os.environ, "CUBEAI_AGENT_PORT": str(options["agent_port"])}
+        self._supervise(processes, env)
+
+    def _print_welcome(self, demo: dict, options: dict) -> None:
+        base = f"http://{options['host']}:{options['port']}"
+        api = f"{base}/proxy/{demo['domain_id']}/v1"
+        password = demo.get("admin_password") or "(unchanged; reset with bootstrap_demo --password)"
+        self.stdout.write(
+            f"""
+Cube AI is starting on {base}
+
+Sign in:   {base}/signin/   as {demo["admin_email"]} / {password}
+API base:  {api}
+Token:     {demo["token"]}
+
+curl:
+  curl {api}/chat/completions \\
+    -H "Authorization: Bearer {demo["token"]}" -H "Content-Type: application/json" \\
+    -d '{{"model": "smollm2-135m-instruct", "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
+
+openai (Python):
+  from openai import OpenAI
+  client = OpenAI(base_url="{api}", api_key="{demo["token"]}")
+  print(client.chat.completions.create(model="smollm2-135m-instruct",
+        messages=[{{"role": "user", "content": "What is the capital of France?"}}]).choices[0].message.content)
+
+Press Ctrl-C to stop every process.
+"""
+        )
+
+    def _supervise(self, commands: dict[str, list[str]], env: dict) -> None:
+        children = {
+            name: subprocess.Popen(command, env=env)  # noqa: S603 -- our own fixed commands.
+            for name, command in commands.items()
+        }
+        stopping = False
+
+        def stop(*_):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        exit_code = 0
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    self.stderr.write(f"{name} exited with {child.returncode}; stopping the rest.")
+                    exit_code = child.returncode or 1
+                    stopping = True
+            time.sleep(0.2)
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        sys.exit(exit_code)

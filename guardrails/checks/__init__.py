@@ -1,0 +1,1 @@
+"""The built-in guardrail checks; `guardrails.registry` maps their dotted names to classes."""

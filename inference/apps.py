@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class InferenceConfig(AppConfig):
+    """The OpenAI-compatible API, model registry, backends, routing and usage."""
+
+    name = "inference"

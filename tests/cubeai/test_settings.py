@@ -1,0 +1,94 @@
+"""Settings switch on the environment, and bad values stop start-up with one clear line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = (
+    "import json, django; from django.conf import settings; django.setup(); print(json.dumps({"
+    "'db': settings.DATABASES['default']['ENGINE'], 'cache': settings.CACHES['default']['BACKEND'],"
+    "'layer': settings.CHANNEL_LAYERS['default']['BACKEND'], 'broker': settings.CELERY_BROKER_URL,"
+    "'eager': settings.CELERY_TASK_ALWAYS_EAGER}))"
+)
+
+
+def run_settings(**env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    clean.update(env, DJANGO_SETTINGS_MODULE="cubeai.settings")
+    return subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_it_runs_on_the_embedded_defaults_with_nothing_set():
+    result = run_settings()
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert config == {
+        "db": "django.db.backends.sqlite3",
+        "cache": "django.core.cache.backends.locmem.LocMemCache",
+        "layer": "channels.layers.InMemoryChannelLayer",
+        "broker": "filesystem://",
+        "eager": False,
+    }
+
+
+def test_it_switches_to_postgres_and_redis():
+    result = run_settings(
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/cubeai", REDIS_URL="redis://127.0.0.1:6379/0"
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert config["db"] == "django.db.backends.postgresql"
+    assert config["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert config["layer"] == "channels_redis.core.RedisChannelLayer"
+    assert config["broker"] == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "postgres://user@host:notaport/db"),
+        ("DATABASE_URL", "mysql-ish nonsense"),
+        ("REDIS_URL", "redis://host:99999999/0"),
+        ("REDIS_URL", "http://example.com"),
+    ],
+)
+def test_it_stops_with_one_line_naming_a_malformed_url(name, value):
+    result = run_settings(**{name: value})
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert name in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_production_settings_pass_check_deploy():
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        DJANGO_DEBUG="false",
+        DJANGO_SECRET_KEY="x" * 20 + "production-secret-key-with-enough-entropy-0123456789",
+        DJANGO_ALLOWED_HOSTS="cube.example.com",
+        CUBEAI_TOKEN_PEPPERS="p1:" + "y" * 40,
+        DJANGO_SETTINGS_MODULE="cubeai.settings",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_it_refuses_to_start_without_a_secret_key_when_debug_is_off():
+    result = run_settings(DJANGO_DEBUG="false")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr.strip().splitlines()[-1]

@@ -1,0 +1,318 @@
+"""Issuing, verifying, rotating and revoking personal access tokens."""
+
+import datetime
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from cubeai.exceptions import AuthenticationFailed, DomainError
+from domains import permissions
+from domains.models import Domain, Membership, User
+from tokens import keys
+from tokens.models import Token
+
+log = logging.getLogger(__name__)
+
+DEMO_TOKEN_NAME = "Demo token"  # noqa: S105 -- a display name.
+
+
+class TokenInvalid(DomainError):
+    """The token request has invalid fields; `errors` maps each field to its messages."""
+
+    status = 400
+    code = "invalid_token_request"
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A verified token, as the request path needs it."""
+
+    token_id: int
+    owner_id: int
+    key_id: str
+    scopes: frozenset[str]
+    all_domains: bool
+    domain_ids: frozenset[str]
+    expires_at: datetime.datetime
+
+    def may_act_in(self, domain_id: str) -> bool:
+        return self.all_domains or domain_id in self.domain_ids
+
+
+def _owner_permissions(owner: User, domains: list[Domain] | None) -> frozenset[str]:
+    memberships = Membership.objects.filter(user=owner, domain__deleted_at__isnull=True)
+    if domains is not None:
+        memberships = memberships.filter(domain__in=domains)
+    granted: set[str] = set()
+    for membership in memberships.select_related("role"):
+        granted |= membership.role.permission_set
+    return frozenset(granted)
+
+
+def _validate(
+    *,
+    owner: User,
+    name: str,
+    scopes: list[str],
+    domains: list[Domain] | None,
+    expires_at: datetime.datetime | None,
+) -> list[str]:
+    errors: dict[str, list[str]] = {}
+    if not name or not name.strip():
+        errors["name"] = ["A name is required."]
+    elif len(name) > 100:
+        errors["name"] = ["At most 100 characters."]
+    now = timezone.now()
+    if expires_at is None:
+        errors["expires_at"] = ["An expiry is required."]
+    elif expires_at <= now:
+        errors["expires_at"] = ["The expiry must be in the future."]
+    elif expires_at > now + datetime.timedelta(days=settings.CUBEAI_TOKEN_MAX_DAYS):
+        errors["expires_at"] = [f"At most {settings.CUBEAI_TOKEN_MAX_DAYS} days from now."]
+    if domains is not None:
+        member_of = set(
+            Membership.objects.filter(user=owner, domain__in=domains).values_list(
+                "domain_id", flat=True
+            )
+        )
+        if not domains or any(d.pk not in member_of or d.is_deleted for d in domains):
+            errors["domains"] = ["Choose domains you are a member of."]
+    unknown = set(scopes) - set(permissions.ALL)
+    if not scopes:
+        errors["scopes"] = ["Choose at least one scope."]
+    elif unknown:
+        errors["scopes"] = [f"Unknown scopes: {', '.join(sorted(unknown))}."]
+    elif "domains" not in errors:
+        missing = set(scopes) - _owner_permissions(owner, domains)
+        if missing:
+            errors["scopes"] = [f"You do not hold: {', '.join(sorted(missing))}."]
+    if errors:
+        raise TokenInvalid(errors)
+    return sorted(set(scopes))
+
+
+def default_expiry() -> datetime.datetime:
+    return timezone.now() + datetime.timedelta(days=settings.CUBEAI_TOKEN_DEFAULT_DAYS)
+
+
+@transaction.atomic
+def token_issue(
+    *,
+    owner: User,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime.datetime | None,
+    domains: list[Domain] | None = None,
+    description: str = "",
+) -> tuple[Token, str]:
+    """Create a token; returns it with the secret string, which is never stored or shown again.
+
+    `domains=None` lets the token act in every domain of its owner, now and later.
+    """
+    scopes = _validate(owner=owner, name=name, scopes=scopes, domains=domains, expires_at=expires_at)
+    plaintext, parsed = keys.generate()
+    pepper_id = keys.current_pepper_id()
+    token = Token.objects.create(
+        owner=owner,
+        name=name.strip(),
+        description=description,
+        key_id=parsed.key_id,
+        digest=keys.digest(parsed, pepper_id),
+        pepper_id=pepper_id,
+        scopes=scopes,
+        all_domains=domains is None,
+        expires_at=expires_at,
+    )
+    if domains is not None:
+        token.domains.set(domains)
+    return token, plaintext
+
+
+@transaction.atomic
+def token_issue_demo(*, owner: User, domain: Domain) -> str:
+    """Issue a fresh demo token for the demo domain, revoking earlier demo tokens."""
+    for old in Token.objects.for_owner(owner).filter(name=DEMO_TOKEN_NAME, revoked_at=None):
+        token_revoke(token=old)
+    _, plaintext = token_issue(
+        owner=owner,
+        name=DEMO_TOKEN_NAME,
+        scopes=sorted(permissions.BUILTIN_ROLES[permissions.MEMBER]),
+        domains=[domain],
+        expires_at=default_expiry(),
+        description="Issued by bootstrap_demo.",
+    )
+    return plaintext
+
+
+def _forget(token: Token) -> None:
+    cache.delete(_cache_key(token.key_id))
+
+
+def token_rotate(*, token: Token, grace_seconds: int = 0) -> str:
+    """Give the token a new secret; the old one stops at once or after a grace period."""
+    if token.status != Token.Status.ACTIVE:
+        raise DomainError("Only an active token can be rotated.", param="token")
+    if not 0 <= grace_seconds <= 7 * 24 * 3600:
+        raise DomainError("The grace period must be between 0 and 7 days.", param="grace_seconds")
+    plaintext, parsed = keys.generate()
+    parsed = keys.ParsedToken(token.key_id, parsed.secret)
+    plaintext = keys.compose(parsed)
+    now = timezone.now()
+    if grace_seconds:
+        token.previous_digest, token.previous_pepper_id = token.digest, token.pepper_id
+        token.previous_valid_until = now + datetime.timedelta(seconds=grace_seconds)
+    else:
+        token.previous_digest, token.previous_pepper_id, token.previous_valid_until = "", "", None
+    token.pepper_id = keys.current_pepper_id()
+    token.digest = keys.digest(parsed, token.pepper_id)
+    token.rotated_at = now
+    token.save()
+    _forget(token)
+    return plaintext
+
+
+def token_revoke(*, token: Token) -> Token:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    _forget(token)
+    return token
+
+
+def token_delete(*, token: Token) -> None:
+    _forget(token)
+    token.delete()
+
+
+def _cache_key(key_id: str) -> str:
+    return f"pat:{key_id}"
+
+
+def _load(key_id: str) -> dict | None:
+    """The verification record of a key id, from the cache or the database."""
+    key = _cache_key(key_id)
+    record = cache.get(key)
+    if record is not None:
+        return record or None
+    token = (
+        Token.objects.filter(key_id=key_id, revoked_at__isnull=True)
+        .prefetch_related("domains")
+        .first()
+    )
+    record = {}
+    if token is not None:
+        record = {
+            "id": token.pk,
+            "owner_id": token.owner_id,
+            "digest": token.digest,
+            "pepper_id": token.pepper_id,
+            "previous_digest": token.previous_digest,
+            "previous_pepper_id": token.previous_pepper_id,
+            "previous_valid_until": token.previous_valid_until,
+            "scopes": list(token.scopes),
+            "all_domains": token.all_domains,
+            "domain_ids": [str(d.pk) for d in token.domains.all()],
+            "expires_at": token.expires_at,
+            "last_used_at": token.last_used_at,
+        }
+    # Unknown key ids are cached too (as {}), so junk cannot hammer the database.
+    cache.set(key, record, settings.CUBEAI_TOKEN_CACHE_SECONDS)
+    return record or None
+
+
+# Unknown key ids are compared against this, so they cost the same HMAC as a wrong secret.
+_DUMMY_DIGEST = "0" * 64
+
+
+def token_authenticate(raw: str) -> Principal:
+    """Verify a Bearer token string; the same error for every kind of failure."""
+    parsed = keys.parse(raw)
+    if parsed is None:
+        raise AuthenticationFailed()
+    record = _load(parsed.key_id)
+    now = timezone.now()
+    if record is None:
+        keys.matches(parsed, keys.current_pepper_id(), _DUMMY_DIGEST)
+        raise AuthenticationFailed()
+    ok = keys.matches(parsed, record["pepper_id"], record["digest"])
+    if not ok and record["previous_digest"] and record["previous_valid_until"] > now:
+        ok = keys.matches(parsed, record["previous_pepper_id"], record["previous_digest"])
+    if not ok or record["expires_at"] <= now:
+        raise AuthenticationFailed()
+    return Principal(
+        token_id=record["id"],
+        owner_id=record["owner_id"],
+        key_id=parsed.key_id,
+        scopes=frozenset(record["scopes"]),
+        all_domains=record["all_domains"],
+        domain_ids=frozenset(record["domain_ids"]),
+        expires_at=record["expires_at"],
+    )
+
+
+def token_touch(*, principal: Principal, ip: str | None) -> None:
+    """Record last use, at most once a minute per token across all replicas."""
+    now = timezone.now()
+    throttle_key = f"pat-used:{principal.key_id}"
+    if not cache.add(throttle_key, 1, settings.CUBEAI_TOKEN_LAST_USED_INTERVAL):
+        return
+    threshold = now - datetime.timedelta(seconds=settings.CUBEAI_TOKEN_LAST_USED_INTERVAL)
+    Token.objects.filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lt=threshold), pk=principal.token_id
+    ).update(last_used_at=now, last_used_ip=ip)
+
+
+def effective_permissions(*, principal: Principal, domain_id: str) -> frozenset[str] | None:
+    """Token scopes ∩ the owner's current role in the domain; None if not a member there."""
+    if not principal.may_act_in(domain_id):
+        return None
+    membership = (
+        Membership.objects.filter(
+            user_id=principal.owner_id,
+            user__is_active=True,
+            domain_id=domain_id,
+            domain__deleted_at__isnull=True,
+        )
+        .select_related("role")
+        .first()
+    )
+    if membership is None:
+        return None
+    return principal.scopes & membership.role.permission_set
+
+
+def tokens_expire_and_warn() -> dict[str, int]:
+    """Periodic job: forget expired tokens' cache entries and warn owners of tokens expiring soon."""
+    from django.core.mail import send_mail
+
+    now = timezone.now()
+    expired = Token.objects.filter(
+        revoked_at__isnull=True, expires_at__lte=now, expires_at__gt=now - datetime.timedelta(days=2)
+    )
+    for token in expired:
+        _forget(token)
+    soon = now + datetime.timedelta(days=settings.CUBEAI_TOKEN_EXPIRY_WARNING_DAYS)
+    warned = 0
+    for token in Token.objects.active().filter(expires_at__lte=soon, expiry_warned_at__isnull=True).select_related("owner"):
+        send_mail(
+            subject=f"Your Cube AI token “{token.name}” expires soon",
+            message=(
+                f"Your personal access token “{token.name}” ({token.display}) expires on "
+                f"{token.expires_at:%Y-%m-%d %H:%M} UTC. Rotate it or create a new one under "
+                "Profile → Personal Access Tokens."
+            ),
+            from_email=None,
+            recipient_list=[token.owner.email],
+        )
+        Token.objects.filter(pk=token.pk).update(expiry_warned_at=now)
+        warned += 1
+    return {"expired": expired.count(), "warned": warned}
