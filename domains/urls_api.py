@@ -1,0 +1,3 @@
+"""The management API for domains, members, roles, invitations and model access."""
+
+urlpatterns: list = []

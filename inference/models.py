@@ -1,0 +1,180 @@
+"""The model registry (backends, models, deployments), per-domain model access and usage."""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from domains.models import Domain
+
+slug_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$",
+    "Use letters, digits, dots, dashes, colons, slashes and underscores.",
+)
+
+
+class Backend(models.Model):
+    """An OpenAI-compatible server (usually an agent inside a TEE) that serves models."""
+
+    class Kind(models.TextChoices):
+        AGENT = "agent"
+        VLLM = "vllm"
+        OLLAMA = "ollama"
+        OPENAI = "openai", "generic OpenAI-compatible"
+
+    class TeeType(models.TextChoices):
+        NONE = "none", "none (not confidential)"
+        SEV_SNP = "sev-snp", "AMD SEV-SNP"
+        TDX = "tdx", "Intel TDX"
+
+    class Attestation(models.TextChoices):
+        UNVERIFIED = "unverified"
+        VERIFIED = "verified"
+        FAILED = "failed"
+        NOT_CONFIDENTIAL = "not-confidential"
+
+    name = models.CharField(max_length=100, unique=True, validators=[slug_validator])
+    base_url = models.URLField(max_length=500, help_text="Up to and including /v1.")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.AGENT)
+    # Credentials are never stored: the backend's API key is read from this variable.
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        validators=[RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "An environment variable name.")],
+    )
+    tee_type = models.CharField(max_length=10, choices=TeeType.choices, default=TeeType.NONE)
+    # Only an explicit operator choice lets a backend without a TEE serve traffic.
+    allow_not_confidential = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    healthy = models.BooleanField(default=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    health_error = models.CharField(max_length=200, blank=True)
+    attestation_status = models.CharField(
+        max_length=20, choices=Attestation.choices, default=Attestation.UNVERIFIED
+    )
+    attested_at = models.DateTimeField(null=True, blank=True)
+    attestation_expires_at = models.DateTimeField(null=True, blank=True)
+    attestation_error = models.CharField(max_length=500, blank=True)
+    # SHA-256 of the attested TLS public key (DER); TLS connections must present this key.
+    pinned_key_sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.tee_type == self.TeeType.NONE and not self.allow_not_confidential and self.enabled:
+            raise ValidationError(
+                {"allow_not_confidential": "A backend without a TEE must be marked as allowed."}
+            )
+
+
+class ModelQuerySet(models.QuerySet):
+    """Which models a domain may use."""
+
+    def for_domain(self, domain: Domain) -> "ModelQuerySet":
+        denied = ModelAccess.objects.filter(domain=domain, allowed=False).values("model_id")
+        granted = ModelAccess.objects.filter(domain=domain, allowed=True).values("model_id")
+        return self.filter((Q(public=True) & ~Q(pk__in=denied)) | Q(pk__in=granted))
+
+
+class Model(models.Model):
+    """A model as clients name it, with the tasks it serves."""
+
+    class Task(models.TextChoices):
+        CHAT = "chat"
+        COMPLETION = "completion"
+        EMBEDDING = "embedding"
+        TRANSCRIPTION = "transcription"
+        TRANSLATION = "translation"
+
+    name = models.CharField(max_length=128, unique=True, validators=[slug_validator])
+    tasks = models.JSONField(default=list)
+    context_length = models.PositiveIntegerField(default=2048)
+    public = models.BooleanField(default=True, help_text="Every domain may use it by default.")
+    owned_by = models.CharField(max_length=64, default="cube-ai")
+    description = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        unknown = set(self.tasks) - set(self.Task.values)
+        if not self.tasks or unknown:
+            raise ValidationError({"tasks": f"Choose tasks among {', '.join(self.Task.values)}."})
+
+
+class Deployment(models.Model):
+    """A model served by one backend under the backend's own model name."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="deployments")
+    backend = models.ForeignKey(Backend, on_delete=models.CASCADE, related_name="deployments")
+    upstream_model = models.CharField(max_length=200)
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["model", "backend"]
+        constraints = [
+            models.UniqueConstraint(fields=["model", "backend"], name="unique_deployment")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} on {self.backend}"
+
+
+class ModelAccess(models.Model):
+    """A domain's exception to the default: a private model granted, or a public one denied."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="model_access")
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="access")
+    allowed = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["domain", "model"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "model"], name="unique_model_access")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {'allowed' if self.allowed else 'denied'} in {self.domain}"
+
+
+class UsageEvent(models.Model):
+    """One API request as metered and audited: who, where, which model, how much. No content."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="usage_events")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    token_id = models.BigIntegerField(null=True, blank=True)
+    request_id = models.CharField(max_length=64)
+    endpoint = models.CharField(max_length=40)
+    model = models.CharField(max_length=128, blank=True)
+    backend = models.CharField(max_length=100, blank=True)
+    status = models.PositiveSmallIntegerField()
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.FloatField(default=0)
+    stream = models.BooleanField(default=False)
+    guardrails = models.JSONField(default=dict, blank=True)
+    attestation = models.CharField(max_length=20, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["domain", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint} {self.model} {self.status}"

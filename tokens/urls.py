@@ -1,0 +1,3 @@
+"""Profile → Personal Access Tokens pages."""
+
+urlpatterns: list = []

@@ -1,0 +1,3 @@
+"""Token operations in the management API (session-authenticated only)."""
+
+urlpatterns: list = []
