@@ -145,8 +145,16 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": DATA_DIR / "db.sqlite3",
             "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
+            # A file, not pytest's default in-memory database, so that the Celery worker and
+            # server processes that tests start can open it; one per test run (pid), so that
+            # concurrent runs in one checkout do not share it.
+            "TEST": {"NAME": DATA_DIR / f"test-{os.getpid()}.sqlite3"},
         }
     }
+# Set only by tests, for the worker and server processes they start: open the test database
+# (a SQLite path or a PostgreSQL database name) instead of the configured one.
+if os.environ.get("CUBEAI_TEST_DATABASE_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["CUBEAI_TEST_DATABASE_NAME"]
 
 REDIS_URL = redis_from_url(os.environ["REDIS_URL"]) if os.environ.get("REDIS_URL") else ""
 if REDIS_URL:
@@ -253,6 +261,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # The browsable API is for staff; everyone else gets JSON.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # One place maps cubeai.exceptions (NotFound, PermissionDenied, Conflict...) to HTTP.
+    "EXCEPTION_HANDLER": "domains.drf.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cube AI management API",
@@ -306,3 +316,21 @@ CELERY_BEAT_SCHEDULE["tokens-expire-and-warn"] = {
     "task": "tokens.tasks.tokens_expire_and_warn",
     "schedule": envint("CUBEAI_TOKEN_HOUSEKEEPING_SECONDS", "3600"),
 }
+
+# The OpenAI-compatible API's hot path.
+CUBEAI_ROUTING_REFRESH_SECONDS = float(os.environ.get("CUBEAI_ROUTING_REFRESH_SECONDS", "2"))
+CUBEAI_AUTH_CACHE_SECONDS = float(os.environ.get("CUBEAI_AUTH_CACHE_SECONDS", "1"))
+CUBEAI_BREAKER_FAILURES = envint("CUBEAI_BREAKER_FAILURES", "3")
+CUBEAI_BREAKER_COOLDOWN_SECONDS = float(os.environ.get("CUBEAI_BREAKER_COOLDOWN_SECONDS", "10"))
+CUBEAI_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("CUBEAI_UPSTREAM_CONNECT_TIMEOUT", "5"))
+CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT = float(
+    os.environ.get("CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT", "120")
+)
+CUBEAI_UPSTREAM_IDLE_TIMEOUT = float(os.environ.get("CUBEAI_UPSTREAM_IDLE_TIMEOUT", "60"))
+CUBEAI_UPSTREAM_MAX_CONNECTIONS = envint("CUBEAI_UPSTREAM_MAX_CONNECTIONS", "512")
+CUBEAI_MAX_AUDIO_BYTES = envint("CUBEAI_MAX_AUDIO_BYTES", str(25 * 1024 * 1024))
+CUBEAI_MAX_JSON_BYTES = envint("CUBEAI_MAX_JSON_BYTES", str(4 * 1024 * 1024))
+CUBEAI_USAGE_FLUSH_SECONDS = float(os.environ.get("CUBEAI_USAGE_FLUSH_SECONDS", "1"))
+CUBEAI_RATE_LIMIT_TOKEN_RPM = envint("CUBEAI_RATE_LIMIT_TOKEN_RPM", "600")
+CUBEAI_RATE_LIMIT_DOMAIN_RPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_RPM", "6000")
+DATA_UPLOAD_MAX_MEMORY_SIZE = CUBEAI_MAX_JSON_BYTES

@@ -51,5 +51,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
             results[name] = "ok"
     ready = all(value == "ok" for value in results.values())
     return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": results}, status=200 if ready else 503
+        {"status": "ok" if ready else "unavailable", "checks": results},
+        status=200 if ready else 503,
     )

@@ -96,6 +96,8 @@ class Model(models.Model):
     name = models.CharField(max_length=128, unique=True, validators=[slug_validator])
     tasks = models.JSONField(default=list)
     context_length = models.PositiveIntegerField(default=2048)
+    # Optional OpenAI features the deployments support; anything else is refused with a 400.
+    capabilities = models.JSONField(default=list, blank=True)
     public = models.BooleanField(default=True, help_text="Every domain may use it by default.")
     owned_by = models.CharField(max_length=64, default="cube-ai")
     description = models.CharField(max_length=300, blank=True)
@@ -109,10 +111,14 @@ class Model(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    CAPABILITIES = ("n", "tools", "logprobs", "response_format", "dimensions")
+
     def clean(self) -> None:
         unknown = set(self.tasks) - set(self.Task.values)
         if not self.tasks or unknown:
             raise ValidationError({"tasks": f"Choose tasks among {', '.join(self.Task.values)}."})
+        if set(self.capabilities) - set(self.CAPABILITIES):
+            raise ValidationError({"capabilities": f"Choose among {', '.join(self.CAPABILITIES)}."})
 
 
 class Deployment(models.Model):

@@ -26,7 +26,9 @@ import urllib.request
 import uuid
 import warnings
 from datetime import UTC, datetime
+from pathlib import Path
 
+import dcap_qvl
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -71,7 +73,9 @@ def cert_table(blob):
 
 
 def ext(cert, suffix):
-    return cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(AMD_OID + suffix)).value.value
+    return cert.extensions.get_extension_for_oid(
+        x509.ObjectIdentifier(AMD_OID + suffix)
+    ).value.value
 
 
 def verify_snp(report, auxblob, args, now):
@@ -80,9 +84,9 @@ def verify_snp(report, auxblob, args, now):
     key = "vlek" if (int.from_bytes(report[0x48:0x4C], "little") >> 2) & 7 == 1 else "vcek"
     certs = cert_table(auxblob) if auxblob else {}
     if args.vcek:
-        certs[key] = load_cert(open(args.vcek, "rb").read())[0]  # noqa: SIM115, PTH123
+        certs[key] = load_cert(Path(args.vcek).read_bytes())[0]
     if args.chain:
-        certs["ask"], certs["ark"] = load_cert(open(args.chain, "rb").read())[:2]  # noqa: SIM115, PTH123
+        certs["ask"], certs["ark"] = load_cert(Path(args.chain).read_bytes())[:2]
     if not all(name in certs for name in (key, "ask", "ark")):
         return [f"need the {key.upper()}, ASK and ARK certificates (--vcek, --chain)"]
     leaf, ask, ark = certs[key], certs["ask"], certs["ark"]
@@ -116,18 +120,20 @@ def verify_snp(report, auxblob, args, now):
 
 
 def verify_tdx(quote, auxblob, args, now):
-    import dcap_qvl  # noqa: PLC0415 - only TDX users need it installed
-
-    collateral = open(args.collateral).read() if args.collateral else auxblob.decode()  # noqa: SIM115, PTH123
+    collateral = Path(args.collateral).read_text() if args.collateral else auxblob.decode()
     try:
-        result = dcap_qvl.verify(quote, dcap_qvl.QuoteCollateralV3.from_json(collateral), int(now.timestamp()))
+        result = dcap_qvl.verify(
+            quote, dcap_qvl.QuoteCollateralV3.from_json(collateral), int(now.timestamp())
+        )
     except ValueError as exc:
         return [f"quote does not verify: {exc}"]
     errors = [] if result.status == "UpToDate" else [f"TCB status is {result.status}"]
     body = 54 if int.from_bytes(quote[:2], "little") == 5 else 48
     if quote[body + 120] & 1 and not args.allow_debug:
         errors.append("TD has DEBUG set")
-    return errors + check_claims(quote[body + 136 : body + 184], quote[body + 520 : body + 584], args)
+    return errors + check_claims(
+        quote[body + 136 : body + 184], quote[body + 520 : body + 584], args
+    )
 
 
 def check_claims(measurement, report_data, args):
@@ -163,15 +169,16 @@ def main():
             data=json.dumps({"nonce": args.nonce}).encode(),
             headers={"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - as above
             reply = json.load(response)
     else:
-        with open(args.file, encoding="utf-8") as handle:  # noqa: PTH123
-            reply = json.load(handle)
+        reply = json.loads(Path(args.file).read_text(encoding="utf-8"))
     args.reply = reply.get("attestation", reply)
-    if args.nonce and args.reply["nonce"] != args.nonce:
+    if args.nonce and args.reply["nonce"].lower() != args.nonce.lower():
         sys.exit("FAIL: the reply answers another nonce")
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     evidence = base64.b64decode(args.reply.get("evidence") or "")
     auxblob = base64.b64decode(args.reply.get("auxblob") or "")
     provider = args.reply["provider"]
@@ -188,4 +195,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Exception as exc:
+        # Any malformed input is a failure to verify, said plainly rather than as a traceback.
+        sys.exit(f"FAIL: {type(exc).__name__}: {exc}")

@@ -13,11 +13,23 @@ import warnings
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 
 _SERIAL_WARNING = "Parsed a serial number which wasn't positive"
+
+
+# What cryptography raises for malformed certificates, at load time or lazily when a field
+# is first read.
+CERTIFICATE_ERRORS = (
+    ValueError,
+    TypeError,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    UnsupportedAlgorithm,
+)
 
 
 class CertificateError(ValueError):
@@ -34,7 +46,7 @@ def load_certificate(data: bytes) -> x509.Certificate:
             if data.lstrip().startswith(b"-----BEGIN"):
                 return x509.load_pem_x509_certificate(data)
             return x509.load_der_x509_certificate(data)
-        except ValueError as exc:
+        except CERTIFICATE_ERRORS as exc:
             raise CertificateError(f"not a valid X.509 certificate ({exc})") from None
 
 
@@ -59,4 +71,6 @@ def is_valid_at(cert: x509.Certificate, now: datetime) -> bool:
 def describe_validity(cert: x509.Certificate) -> str:
     before = cert.not_valid_before_utc.isoformat()
     after = cert.not_valid_after_utc.isoformat()
-    return f"{common_name(cert.subject) or cert.subject.rfc4514_string()} is valid {before} .. {after}"
+    return (
+        f"{common_name(cert.subject) or cert.subject.rfc4514_string()} is valid {before} .. {after}"
+    )

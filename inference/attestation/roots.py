@@ -89,7 +89,9 @@ def amd_chain(issuer_common_name: str) -> AmdChain | None:
         root.verify_directly_issued_by(root)
         intermediate.verify_directly_issued_by(root)
     except (InvalidSignature, ValueError, TypeError) as exc:
-        raise PinnedRootError(f"pinned AMD chain for {issuer_common_name} is broken: {exc}") from None
+        raise PinnedRootError(
+            f"pinned AMD chain for {issuer_common_name} is broken: {exc}"
+        ) from None
     return AmdChain(product, signing_key, intermediate, root)
 
 

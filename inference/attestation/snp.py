@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from . import roots
 from .base import Verifier
 from .certs import (
+    CERTIFICATE_ERRORS,
     CertificateError,
     common_name,
     describe_validity,
@@ -320,7 +321,14 @@ class SnpVerifier(Verifier):
                     )
                 )
             else:
-                chain = self._check_chain(report, leaf, now, failures, claims)
+                try:
+                    chain = self._check_chain(report, leaf, now, failures, claims)
+                except CERTIFICATE_ERRORS as exc:
+                    # A certificate that parses but whose algorithms, names or extensions
+                    # are malformed surfaces here, from cryptography's lazy decoding.
+                    failures.append(
+                        Failure(FailureCode.CERTIFICATE_INVALID, f"unusable certificate: {exc}")
+                    )
         failures.extend(_check_policy(report, policy))
         return VerificationResult.from_checks(
             self.tee_type, failures, claims, [to_pem(cert) for cert in chain]
@@ -358,7 +366,11 @@ class SnpVerifier(Verifier):
     ) -> list[x509.Certificate]:
         """Check leaf ← pinned intermediate ← pinned ARK and the report signature."""
         issuer = common_name(leaf.issuer)
-        pinned = roots.amd_chain(issuer)
+        try:
+            pinned = roots.amd_chain(issuer)
+        except roots.PinnedRootError as exc:
+            failures.append(Failure(FailureCode.ROOT_NOT_TRUSTED, str(exc)))
+            return [leaf]
         if pinned is None:
             failures.append(
                 Failure(FailureCode.ROOT_NOT_TRUSTED, f"no pinned AMD chain for issuer {issuer!r}")

@@ -158,9 +158,7 @@ class TdxVerifier(Verifier):
     tee_type = TeeType.TDX
     policy_model = TdxPolicy
 
-    def __init__(
-        self, *, collateral_cache: Mapping[str, str] | Path | str | None = None
-    ) -> None:
+    def __init__(self, *, collateral_cache: Mapping[str, str] | Path | str | None = None) -> None:
         self.collateral_cache = (
             Path(collateral_cache) if isinstance(collateral_cache, str) else collateral_cache
         )
@@ -217,9 +215,11 @@ class TdxVerifier(Verifier):
         except ValueError as exc:
             return [Failure(FailureCode.COLLATERAL_INVALID, f"collateral is not valid: {exc}")]
         try:
-            report = dcap_qvl.verify_with_root_ca(
-                quote, collateral, roots.intel_root_der(), int(now.timestamp())
-            )
+            root_der = roots.intel_root_der()
+        except roots.PinnedRootError as exc:
+            return [Failure(FailureCode.ROOT_NOT_TRUSTED, str(exc))]
+        try:
+            report = dcap_qvl.verify_with_root_ca(quote, collateral, root_der, int(now.timestamp()))
         except ValueError as exc:
             return [Failure(_classify_dcap_error(str(exc)), str(exc))]
         claims["tcb_status"] = report.status
@@ -232,7 +232,9 @@ def _check_policy(quote: TdxQuote, policy: TdxPolicy, tcb_status: str | None) ->
     td = quote.td_report
     if td["mr_td"].hex() not in policy.mrtds:
         failures.append(
-            Failure(FailureCode.MEASUREMENT_MISMATCH, f"MRTD {td['mr_td'].hex()} is not in the policy")
+            Failure(
+                FailureCode.MEASUREMENT_MISMATCH, f"MRTD {td['mr_td'].hex()} is not in the policy"
+            )
         )
     for name in ("rtmr0", "rtmr1", "rtmr2", "rtmr3"):
         expected = getattr(policy, name)

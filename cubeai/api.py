@@ -1,0 +1,122 @@
+"""The project's NinjaAPI: the OpenAI-compatible API and its one error handler."""
+
+import logging
+
+import orjson
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, ValidationError
+from ninja.parser import Parser
+from ninja.renderers import BaseRenderer
+
+from cubeai.exceptions import DomainError
+from inference.api import request_id_of, router
+from inference.errors import APIError, not_found_route
+
+log = logging.getLogger(__name__)
+
+
+class JSONParser(Parser):
+    """orjson for request bodies; a non-JSON content type is a 415, bad JSON a 400."""
+
+    def parse_body(self, request: HttpRequest):
+        if request.content_type != "application/json":
+            raise APIError(
+                415,
+                "Send the request body as application/json.",
+                code="unsupported_media_type",
+            )
+        try:
+            return orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            raise APIError(
+                400,
+                "We could not parse the JSON body of your request. It must be valid JSON.",
+                code="invalid_json",
+            ) from None
+
+
+class JSONRenderer(BaseRenderer):
+    media_type = "application/json"
+
+    def render(self, request, data, *, response_status):
+        return orjson.dumps(data)
+
+
+api = NinjaAPI(
+    title="Cube AI OpenAI-compatible API",
+    version="1.0.0",
+    description=(
+        "OpenAI's API, scoped to a domain: `https://<host>/proxy/<domain-id>/v1`, "
+        "authenticated with `Authorization: Bearer <personal access token>`."
+    ),
+    urls_namespace="proxy",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+    parser=JSONParser(),
+    renderer=JSONRenderer(),
+)
+api.add_router("/{domain_id}/v1", router)
+
+
+def _envelope(request: HttpRequest, error: APIError) -> HttpResponse:
+    response = error.response()
+    response["x-request-id"] = request_id_of(request)
+    return response
+
+
+def _param_of(loc: tuple) -> str | None:
+    # Ninja prefixes the body's field path with the source and the parameter name.
+    parts = [str(p) for p in loc]
+    if parts[:1] == ["body"]:
+        parts = parts[2:] if len(parts) > 1 and parts[1] == "body" else parts[1:]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
+    return text or None
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    first = exc.errors[0] if exc.errors else {}
+    param = _param_of(tuple(first.get("loc", ())))
+    if first.get("type") == "extra_forbidden":
+        message = f"Unrecognized request argument supplied: {param}"
+    elif first.get("type") == "missing":
+        message = f"Missing required parameter: '{param}'."
+    else:
+        message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}."
+    return _envelope(request, APIError(400, message, param=param, code="invalid_value"))
+
+
+@api.exception_handler(APIError)
+def on_api_error(request: HttpRequest, exc: APIError) -> HttpResponse:
+    return _envelope(request, exc)
+
+
+@api.exception_handler(DomainError)
+def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
+    return _envelope(request, APIError.from_domain_error(exc))
+
+
+@api.exception_handler(AuthenticationError)
+def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    error = APIError(
+        401,
+        "Invalid or missing personal access token. Send `Authorization: Bearer <token>`.",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": 'Bearer realm="cube-ai"'},
+    )
+    return _envelope(request, error)
+
+
+@api.exception_handler(Http404)
+def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _envelope(request, not_found_route())
+
+
+@api.exception_handler(Exception)
+def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The exception type only: messages may quote request content.
+    log.error("unexpected %s in %s", type(exc).__name__, request.path, exc_info=exc)
+    return _envelope(request, APIError(500, "The server had an error processing your request."))

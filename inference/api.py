@@ -1,0 +1,378 @@
+"""The OpenAI-compatible API: `/proxy/<domain-id>/v1/...`.
+
+Views only translate HTTP to the service layer and back: they parse and validate the body,
+call `inference.service`, and shape OpenAI's responses, SSE streams and error envelopes.
+"""
+
+import re
+import uuid
+from typing import Any
+
+import aiohttp
+import orjson
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import Router
+from ninja.security.http import HttpBearer
+
+from inference import guard, service
+from inference.context import caller_for
+from inference.errors import APIError, not_found_route
+from inference.schemas import (
+    ChatCompletionCreateParams,
+    CompletionCreateParams,
+    EmbeddingCreateParams,
+    ErrorResponse,
+    Model,
+    ModelList,
+)
+from tokens.authentication import bearer_value
+
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+AUDIO_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+ERRORS = {code: ErrorResponse for code in (400, 401, 403, 404, 405, 413, 415, 429, 502, 503)}
+
+
+def request_id_of(request: HttpRequest) -> str:
+    """The client's `x-request-id` if well-formed, else a new one; fixed once per request."""
+    request_id = getattr(request, "cube_request_id", None)
+    if request_id is None:
+        given = request.headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID_RE.match(given) else f"req_{uuid.uuid4().hex}"
+        request.cube_request_id = request_id
+    return request_id
+
+
+class PATBearer(HttpBearer):
+    """`Authorization: Bearer <personal access token>`, resolved with the path's domain."""
+
+    async def __call__(self, request: HttpRequest) -> Any:
+        # Ninja's base class logs unexpected headers in DEBUG; a token must never be logged.
+        raw = bearer_value(request.headers.get("Authorization", ""))
+        if raw is None:
+            return None
+        return await self.authenticate(request, raw)
+
+    async def authenticate(self, request: HttpRequest, token: str) -> Any:
+        request_id_of(request)
+        domain_id = request.resolver_match.kwargs.get("domain_id", "")
+        try:
+            domain_id = str(uuid.UUID(domain_id))
+        except ValueError:
+            raise not_found_route() from None
+        return await caller_for(token, domain_id, request.META.get("REMOTE_ADDR"))
+
+
+router = Router(auth=PATBearer(), tags=["OpenAI-compatible API"])
+
+
+def _respond(call: service.Call, body: Any, status: int = 200) -> HttpResponse:
+    response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+    for name, value in call.response_headers.items():
+        response[name] = value
+    return response
+
+
+def _only(request: HttpRequest, method: str) -> None:
+    if request.method != method:
+        raise APIError(
+            405,
+            f"Method {request.method} is not allowed here; use {method}.",
+            code="method_not_allowed",
+            headers={"Allow": method},
+        )
+
+
+async def metered(request: HttpRequest, endpoint: service.Endpoint, handler) -> HttpResponse:
+    """Run `handler(call)` as one metered call: failures are recorded with their status too."""
+    _only(request, "POST")
+    call = service.Call(caller=request.auth, endpoint=endpoint, request_id=request_id_of(request))
+    try:
+        return await handler(call)
+    except APIError as exc:
+        call.record(exc.status)
+        exc.headers = {**call.response_headers, **exc.headers}
+        raise
+
+
+def _check_capabilities(entry, payload: dict) -> None:
+    """Refuse optional features the model's deployments cannot honour, naming the parameter."""
+    wanted = {
+        "n": (payload.get("n") or 1) > 1 or (payload.get("best_of") or 1) > 1,
+        "tools": any(payload.get(k) is not None for k in ("tools", "tool_choice")),
+        "logprobs": bool(payload.get("logprobs")) or payload.get("top_logprobs") is not None,
+        "response_format": (payload.get("response_format") or {}).get("type") not in (None, "text"),
+        "dimensions": payload.get("dimensions") is not None,
+    }
+    params = {"n": "n", "tools": "tools", "logprobs": "logprobs"}
+    for capability, asked in wanted.items():
+        if asked and capability not in entry.capabilities:
+            param = params.get(capability, capability)
+            raise APIError(
+                400,
+                f"`{param}` is not supported by the model `{entry.name}`.",
+                param=param,
+                code="unsupported_parameter",
+            )
+
+
+async def _completion(call: service.Call, payload: dict, *, text_of) -> HttpResponse:
+    entry, candidates = await service.route(call, payload["model"])
+    _check_capabilities(entry, payload)
+    payload = await guard.check_request(call, payload)
+    if payload.get("stream"):
+        wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+        upstream_response = await service.open_stream(call, candidates, payload)
+        stream = service.relay_stream(
+            call,
+            upstream_response,
+            client_wants_usage=wants_usage,
+            guard=guard.StreamGuard(call),
+            text_of=text_of,
+        )
+        response = StreamingHttpResponse(stream, content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        for name, value in call.response_headers.items():
+            response[name] = value
+        return response
+    body = await service.forward_json(call, candidates, payload)
+    guard.check_completion(call, body, text_of)
+    call.record()
+    return _respond(call, body)
+
+
+def _chat_text(choice: dict) -> tuple[dict | None, str]:
+    holder = choice.get("delta") or choice.get("message")
+    return (holder, "content") if isinstance(holder, dict) else (None, "")
+
+
+def _completion_text(choice: dict) -> tuple[dict | None, str]:
+    return choice, "text"
+
+
+@router.api_operation(
+    ["POST"], "/chat/completions", response=ERRORS, summary="Create a chat completion"
+)
+async def chat_completions(request: HttpRequest, domain_id: str, body: ChatCompletionCreateParams):
+    return await metered(
+        request,
+        service.CHAT,
+        lambda call: _completion(call, body.payload(), text_of=_chat_text),
+    )
+
+
+@router.api_operation(["POST"], "/completions", response=ERRORS, summary="Create a completion")
+async def completions(request: HttpRequest, domain_id: str, body: CompletionCreateParams):
+    return await metered(
+        request,
+        service.COMPLETIONS,
+        lambda call: _completion(call, body.payload(), text_of=_completion_text),
+    )
+
+
+@router.api_operation(["POST"], "/embeddings", response=ERRORS, summary="Create embeddings")
+async def embeddings(request: HttpRequest, domain_id: str, body: EmbeddingCreateParams):
+    async def handle(call: service.Call) -> HttpResponse:
+        payload = body.payload()
+        entry, candidates = await service.route(call, payload["model"])
+        _check_capabilities(entry, payload)
+        result = await service.forward_json(call, candidates, payload)
+        call.record()
+        return _respond(call, result)
+
+    return await metered(request, service.EMBEDDINGS, handle)
+
+
+def _audio_form(request: HttpRequest) -> tuple[dict[str, Any], Any]:
+    """Validate an audio upload's fields like OpenAI does, before anything is sent upstream."""
+    if not request.content_type.startswith("multipart/form-data"):
+        raise APIError(
+            415, "Audio endpoints take multipart/form-data.", code="unsupported_media_type"
+        )
+    upload = request.FILES.get("file")
+    if upload is None:
+        raise APIError(400, "The `file` field is required.", param="file")
+    if upload.size == 0:
+        raise APIError(400, "The uploaded file is empty.", param="file")
+    fields: dict[str, Any] = {}
+    model = request.POST.get("model", "").strip()
+    if not model:
+        raise APIError(400, "The `model` field is required.", param="model")
+    fields["model"] = model
+    response_format = request.POST.get("response_format", "json")
+    if response_format not in AUDIO_FORMATS:
+        raise APIError(
+            400,
+            f"`response_format` must be one of {', '.join(AUDIO_FORMATS)}.",
+            param="response_format",
+        )
+    fields["response_format"] = response_format
+    if "temperature" in request.POST:
+        try:
+            temperature = float(request.POST["temperature"])
+        except ValueError:
+            temperature = -1.0
+        if not 0 <= temperature <= 1:
+            raise APIError(400, "`temperature` must be between 0 and 1.", param="temperature")
+        fields["temperature"] = str(temperature)
+    for name, limit in (("language", 16), ("prompt", 4000)):
+        value = request.POST.get(name)
+        if value:
+            if len(value) > limit:
+                raise APIError(400, f"`{name}` is too long.", param=name)
+            fields[name] = value
+    granularities = request.POST.getlist("timestamp_granularities[]")
+    if any(g not in ("word", "segment") for g in granularities):
+        raise APIError(
+            400,
+            "`timestamp_granularities[]` takes `word` and/or `segment`.",
+            param="timestamp_granularities[]",
+        )
+    fields["timestamp_granularities[]"] = granularities
+    known = {"model", "response_format", "temperature", "language", "prompt"}
+    unknown = set(request.POST) - known - {"timestamp_granularities[]"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise APIError(400, f"Unrecognized request argument supplied: {name}", param=name)
+    return fields, upload
+
+
+async def _audio(request: HttpRequest, call: service.Call) -> HttpResponse:
+    """Validate the upload, then pass it on as multipart (never re-encoded as JSON)."""
+    fields, upload = _audio_form(request)
+    _, candidates = await service.route(call, fields["model"])
+
+    def form_for(upstream_model: str) -> aiohttp.FormData:
+        form = aiohttp.FormData()
+        upload.seek(0)
+        form.add_field(
+            "file",
+            upload.read(),
+            filename=upload.name or "audio",
+            content_type=upload.content_type or "application/octet-stream",
+        )
+        for name, value in fields.items():
+            if name == "model":
+                value = upstream_model
+            for item in value if isinstance(value, list) else [value]:
+                form.add_field(name, item)
+        return form
+
+    content, content_type = await service.forward_raw(call, candidates, form_for)
+    call.record()
+    response = HttpResponse(content, content_type=content_type)
+    for name, value in call.response_headers.items():
+        response[name] = value
+    return response
+
+
+AUDIO_DOC = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "model"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "model": {"type": "string"},
+                        "language": {"type": "string"},
+                        "prompt": {"type": "string"},
+                        "response_format": {"type": "string", "enum": list(AUDIO_FORMATS)},
+                        "temperature": {"type": "number"},
+                        "timestamp_granularities[]": {
+                            "type": "array",
+                            "items": {"type": "string", "enum": ["word", "segment"]},
+                        },
+                    },
+                }
+            }
+        }
+    }
+}
+
+
+@router.api_operation(
+    ["POST"],
+    "/audio/transcriptions",
+    response=ERRORS,
+    openapi_extra=AUDIO_DOC,
+    summary="Transcribe audio",
+)
+async def audio_transcriptions(request: HttpRequest, domain_id: str):
+    return await metered(request, service.TRANSCRIPTIONS, lambda call: _audio(request, call))
+
+
+@router.api_operation(
+    ["POST"],
+    "/audio/translations",
+    response=ERRORS,
+    openapi_extra=AUDIO_DOC,
+    summary="Translate audio into English",
+)
+async def audio_translations(request: HttpRequest, domain_id: str):
+    return await metered(request, service.TRANSLATIONS, lambda call: _audio(request, call))
+
+
+def _model_object(entry) -> dict:
+    return {
+        "id": entry.name,
+        "object": "model",
+        "created": entry.created,
+        "owned_by": entry.owned_by,
+    }
+
+
+@router.api_operation(
+    ["GET"], "/models", response={200: ModelList, **ERRORS}, summary="List models"
+)
+async def list_models(request: HttpRequest, domain_id: str):
+    _only(request, "GET")
+    entries = await service.list_models(request.auth)
+    body = {"object": "list", "data": [_model_object(entry) for entry in entries]}
+    response = HttpResponse(orjson.dumps(body), content_type="application/json")
+    response["x-request-id"] = request_id_of(request)
+    return response
+
+
+@router.api_operation(
+    ["GET"], "/models/{path:model}", response={200: Model, **ERRORS}, summary="Retrieve a model"
+)
+async def retrieve_model(request: HttpRequest, domain_id: str, model: str):
+    _only(request, "GET")
+    entry = await service.get_model(request.auth, model)
+    response = HttpResponse(orjson.dumps(_model_object(entry)), content_type="application/json")
+    response["x-request-id"] = request_id_of(request)
+    return response
+
+
+def _method_not_allowed(path: str, allowed: str) -> None:
+    """OpenAI's envelope for the other methods on a known path."""
+    others = [m for m in ALL_METHODS if m != allowed]
+
+    async def not_allowed(request: HttpRequest, domain_id: str):
+        _only(request, allowed)
+
+    async def not_allowed_model(request: HttpRequest, domain_id: str, model: str):
+        _only(request, allowed)
+
+    view = not_allowed_model if "{path:model}" in path else not_allowed
+    router.api_operation(others, path, auth=None, include_in_schema=False)(view)
+
+
+for _path in (
+    "/chat/completions",
+    "/completions",
+    "/embeddings",
+    "/audio/transcriptions",
+    "/audio/translations",
+):
+    _method_not_allowed(_path, "POST")
+_method_not_allowed("/models", "GET")
+_method_not_allowed("/models/{path:model}", "GET")
+
+
+@router.api_operation(ALL_METHODS, "/{path:rest}", auth=None, include_in_schema=False)
+async def unknown_route(request: HttpRequest, domain_id: str, rest: str):
+    raise not_found_route()

@@ -1,0 +1,59 @@
+"""Usage and audit events, written off the request path in batches.
+
+Requests append a small dict (never prompt or completion text) to a per-process buffer; a
+flush scheduled on the event loop writes the buffer with one bulk insert every
+`CUBEAI_USAGE_FLUSH_SECONDS`. A crash loses at most that window of metering.
+"""
+
+import asyncio
+import logging
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+log = logging.getLogger(__name__)
+
+_buffer: list[dict] = []
+_scheduled: set[asyncio.AbstractEventLoop] = set()
+
+
+def record(**event) -> None:
+    """Queue one event; see inference.models.UsageEvent for the fields."""
+    event.setdefault("created_at", timezone.now())
+    _buffer.append(event)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        write(drain())
+        return
+    if loop not in _scheduled:
+        _scheduled.add(loop)
+        loop.call_later(settings.CUBEAI_USAGE_FLUSH_SECONDS, _start_flush, loop)
+
+
+def _start_flush(loop: asyncio.AbstractEventLoop) -> None:
+    _scheduled.discard(loop)
+    loop.create_task(flush())
+
+
+def drain() -> list[dict]:
+    batch = _buffer[:]
+    _buffer.clear()
+    return batch
+
+
+def write(batch: list[dict]) -> None:
+    from inference.models import UsageEvent
+
+    if batch:
+        try:
+            UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
+        except Exception:
+            # Metering must never break serving; the count is logged, never the content.
+            log.exception("could not write %d usage events", len(batch))
+
+
+async def flush() -> None:
+    """Write everything buffered so far."""
+    await sync_to_async(write, thread_sensitive=True)(drain())

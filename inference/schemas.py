@@ -1,0 +1,106 @@
+"""OpenAI's request and response objects, as this API accepts and returns them.
+
+Requests are validated strictly: an unknown parameter is a 400 naming it, so a client never
+believes a parameter took effect when it was ignored. The names follow OpenAI's types.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def payload(self) -> dict[str, Any]:
+        """The parameters the client set, as JSON-ready data to forward."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class _Open(BaseModel):
+    # Message parts and tool definitions are passed through to the backend as sent.
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatCompletionMessageParam(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+
+
+class ChatCompletionStreamOptionsParam(_Request):
+    include_usage: bool = False
+
+
+class _Sampling(_Request):
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: int | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logit_bias: dict[str, float] | None = None
+    stream: bool | None = None
+    stream_options: ChatCompletionStreamOptionsParam | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+
+class ChatCompletionCreateParams(_Sampling):
+    """`POST /chat/completions`."""
+
+    messages: Annotated[list[ChatCompletionMessageParam], Field(min_length=1)]
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+
+
+class CompletionCreateParams(_Sampling):
+    """`POST /completions`."""
+
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool | None = None
+    suffix: str | None = None
+    best_of: Annotated[int, Field(ge=1)] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+
+
+class EmbeddingCreateParams(_Request):
+    """`POST /embeddings`."""
+
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[int, Field(ge=1)] | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+
+
+class Model(BaseModel):
+    """OpenAI's model object."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+class ErrorObject(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorObject

@@ -1,0 +1,146 @@
+"""Forwarding to backends over one pooled aiohttp client per process, with failover.
+
+A request goes to the first routable deployment; on a connection error, a timeout before the
+first byte, or a 502/503 from the backend it is retried once on another deployment of the
+same model. Failures feed the circuit breaker, which takes a failing backend out of routing
+in this process at once; the background health check does the same for every process.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+from django.conf import settings
+
+from inference.errors import APIError
+from inference.routing import Target, router
+
+log = logging.getLogger(__name__)
+
+_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+
+RETRYABLE_STATUS = frozenset({502, 503})
+
+
+def session() -> aiohttp.ClientSession:
+    """The process's pooled client for the running event loop."""
+    loop = asyncio.get_running_loop()
+    client = _sessions.get(loop)
+    if client is None or client.closed:
+        connector = aiohttp.TCPConnector(
+            limit=settings.CUBEAI_UPSTREAM_MAX_CONNECTIONS,
+            keepalive_timeout=30,
+            ttl_dns_cache=300,
+        )
+        client = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=settings.CUBEAI_UPSTREAM_CONNECT_TIMEOUT,
+                sock_read=settings.CUBEAI_UPSTREAM_IDLE_TIMEOUT,
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+        # Drop sessions of closed loops (tests run one loop per test).
+        for old_loop in [lp for lp in _sessions if lp.is_closed()]:
+            del _sessions[old_loop]
+        _sessions[loop] = client
+    return client
+
+
+def _headers(target: Target, request_id: str, content_type: str | None) -> dict[str, str]:
+    headers = {"x-request-id": request_id}
+    if content_type:
+        headers["Content-Type"] = content_type
+    if target.api_key:
+        headers["Authorization"] = f"Bearer {target.api_key}"
+    return headers
+
+
+async def open_response(
+    candidates: list[tuple[Target, str]],
+    path: str,
+    *,
+    request_id: str,
+    body_for: Callable[[str], bytes | aiohttp.FormData],
+    content_type: str | None = "application/json",
+) -> tuple[Target, aiohttp.ClientResponse]:
+    """Send the request, failing over once; returns the backend and its open response.
+
+    `body_for(upstream_model)` builds the body for a deployment, since deployments may name
+    the model differently. The caller must release the response.
+    """
+    last_error = "no backend available"
+    for attempt, (target, upstream_model) in enumerate(candidates[:2]):
+        breaker = router.breaker(target.id)
+        target.in_flight += 1
+        try:
+            response = await asyncio.wait_for(
+                session().post(
+                    f"{target.base_url}/{path}",
+                    data=body_for(upstream_model),
+                    headers=_headers(target, request_id, content_type),
+                ),
+                timeout=settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT,
+            )
+        except (aiohttp.ClientConnectionError, TimeoutError, aiohttp.ClientPayloadError) as exc:
+            target.in_flight -= 1
+            breaker.failure(time.monotonic())
+            last_error = type(exc).__name__
+            log.warning("backend %s failed before the first byte: %s", target.name, last_error)
+            continue
+        except BaseException:
+            target.in_flight -= 1
+            raise
+        if response.status in RETRYABLE_STATUS and attempt + 1 < min(len(candidates), 2):
+            target.in_flight -= 1
+            breaker.failure(time.monotonic())
+            last_error = f"HTTP {response.status}"
+            response.release()
+            continue
+        if response.status >= 500:
+            breaker.failure(time.monotonic())
+        else:
+            breaker.success()
+        return target, response
+    raise APIError(
+        503,
+        "No backend could serve this request right now; please retry.",
+        code="backend_unavailable",
+        type="server_error",
+        extra={"detail": last_error} if settings.DEBUG else None,
+    )
+
+
+def done(target: Target) -> None:
+    """Mark one in-flight request to this backend finished."""
+    target.in_flight = max(0, target.in_flight - 1)
+
+
+async def normalised_error(response: aiohttp.ClientResponse) -> APIError:
+    """An upstream error response, in OpenAI's envelope with the upstream's message if any."""
+    message, param, code = f"The backend answered HTTP {response.status}.", None, None
+    try:
+        body = await response.json(content_type=None)
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message") or message)[:1000]
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+        elif isinstance(error, str):
+            message = error[:1000]
+    except (ValueError, aiohttp.ClientError, TimeoutError):
+        pass
+    status = response.status
+    if status >= 500:
+        # Upstream internals are not the client's business; keep the status family.
+        return APIError(502, "The backend failed to process the request.", type="server_error")
+    if status not in (400, 401, 403, 404, 409, 413, 415, 422, 429):
+        status = 400
+    if status in (401, 403):
+        # The backend rejected *our* credentials: a gateway fault, not the client's.
+        return APIError(502, "The backend refused the gateway's credentials.", type="server_error")
+    return APIError(status, message, param=param, code=code)
