@@ -154,7 +154,7 @@ def _completion_text(choice: dict) -> tuple[dict | None, str]:
 @router.api_operation(
     ["POST"], "/chat/completions", response=ERRORS, summary="Create a chat completion"
 )
-async def chat_completions(request: HttpRequest, domain_id: str, body: ChatCompletionCreateParams):
+async def chat_completions(request: HttpRequest, body: ChatCompletionCreateParams):
     return await metered(
         request,
         service.CHAT,
@@ -163,7 +163,7 @@ async def chat_completions(request: HttpRequest, domain_id: str, body: ChatCompl
 
 
 @router.api_operation(["POST"], "/completions", response=ERRORS, summary="Create a completion")
-async def completions(request: HttpRequest, domain_id: str, body: CompletionCreateParams):
+async def completions(request: HttpRequest, body: CompletionCreateParams):
     return await metered(
         request,
         service.COMPLETIONS,
@@ -172,7 +172,7 @@ async def completions(request: HttpRequest, domain_id: str, body: CompletionCrea
 
 
 @router.api_operation(["POST"], "/embeddings", response=ERRORS, summary="Create embeddings")
-async def embeddings(request: HttpRequest, domain_id: str, body: EmbeddingCreateParams):
+async def embeddings(request: HttpRequest, body: EmbeddingCreateParams):
     async def handle(call: service.Call) -> HttpResponse:
         payload = body.payload()
         entry, candidates = await service.route(call, payload["model"])
@@ -300,7 +300,7 @@ AUDIO_DOC = {
     openapi_extra=AUDIO_DOC,
     summary="Transcribe audio",
 )
-async def audio_transcriptions(request: HttpRequest, domain_id: str):
+async def audio_transcriptions(request: HttpRequest):
     return await metered(request, service.TRANSCRIPTIONS, lambda call: _audio(request, call))
 
 
@@ -311,7 +311,7 @@ async def audio_transcriptions(request: HttpRequest, domain_id: str):
     openapi_extra=AUDIO_DOC,
     summary="Translate audio into English",
 )
-async def audio_translations(request: HttpRequest, domain_id: str):
+async def audio_translations(request: HttpRequest):
     return await metered(request, service.TRANSLATIONS, lambda call: _audio(request, call))
 
 
@@ -327,7 +327,7 @@ def _model_object(entry) -> dict:
 @router.api_operation(
     ["GET"], "/models", response={200: ModelList, **ERRORS}, summary="List models"
 )
-async def list_models(request: HttpRequest, domain_id: str):
+async def list_models(request: HttpRequest):
     _only(request, "GET")
     entries = await service.list_models(request.auth)
     body = {"object": "list", "data": [_model_object(entry) for entry in entries]}
@@ -339,7 +339,7 @@ async def list_models(request: HttpRequest, domain_id: str):
 @router.api_operation(
     ["GET"], "/models/{path:model}", response={200: Model, **ERRORS}, summary="Retrieve a model"
 )
-async def retrieve_model(request: HttpRequest, domain_id: str, model: str):
+async def retrieve_model(request: HttpRequest, model: str):
     _only(request, "GET")
     entry = await service.get_model(request.auth, model)
     response = HttpResponse(orjson.dumps(_model_object(entry)), content_type="application/json")
@@ -351,10 +351,10 @@ def _method_not_allowed(path: str, allowed: str) -> None:
     """OpenAI's envelope for the other methods on a known path."""
     others = [m for m in ALL_METHODS if m != allowed]
 
-    async def not_allowed(request: HttpRequest, domain_id: str):
+    async def not_allowed(request: HttpRequest):
         _only(request, allowed)
 
-    async def not_allowed_model(request: HttpRequest, domain_id: str, model: str):
+    async def not_allowed_model(request: HttpRequest, model: str):
         _only(request, allowed)
 
     view = not_allowed_model if "{path:model}" in path else not_allowed
@@ -374,5 +374,5 @@ _method_not_allowed("/models/{path:model}", "GET")
 
 
 @router.api_operation(ALL_METHODS, "/{path:rest}", auth=None, include_in_schema=False)
-async def unknown_route(request: HttpRequest, domain_id: str, rest: str):
+async def unknown_route(request: HttpRequest, rest: str):
     raise not_found_route()
