@@ -39,7 +39,9 @@ class AgentError(Exception):
         }
 
 
-def invalid_request(message: str, *, param: str | None = None, code: str | None = None) -> AgentError:
+def invalid_request(
+    message: str, *, param: str | None = None, code: str | None = None
+) -> AgentError:
     return AgentError(message, status=400, param=param, code=code)
 
 

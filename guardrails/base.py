@@ -167,7 +167,9 @@ def resolve_overlaps(findings: list[Finding]) -> list[Finding]:
     return merged
 
 
-def apply_masks(text: str, findings: Sequence[Finding], start: int = 0, end: int | None = None) -> str:
+def apply_masks(
+    text: str, findings: Sequence[Finding], start: int = 0, end: int | None = None
+) -> str:
     """Return `text[start:end]` with each (sorted, non-overlapping) finding replaced."""
     stop = len(text) if end is None else end
     pieces: list[str] = []

@@ -28,7 +28,9 @@ TOKEN_RE = re.compile(
     rf"([0-9A-Za-z]{{{CRC_LENGTH}}})$"
 )
 # Also used by the guardrails' secret detector and in documentation for secret scanners.
-TOKEN_PATTERN = rf"{PREFIX}[0-9A-Za-z]{{{KEY_ID_LENGTH}}}_[0-9A-Za-z]{{{SECRET_LENGTH + CRC_LENGTH}}}"
+TOKEN_PATTERN = (
+    rf"{PREFIX}[0-9A-Za-z]{{{KEY_ID_LENGTH}}}_[0-9A-Za-z]{{{SECRET_LENGTH + CRC_LENGTH}}}"
+)
 
 
 @dataclass(frozen=True, slots=True)

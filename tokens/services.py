@@ -2,6 +2,7 @@
 
 import datetime
 import logging
+import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -10,7 +11,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from cubeai.exceptions import AuthenticationFailed, DomainError
+from cubeai.exceptions import AuthenticationFailed, Conflict, DomainError
 from domains import permissions
 from domains.models import Domain, Membership, User
 from tokens import keys
@@ -19,6 +20,7 @@ from tokens.models import Token
 log = logging.getLogger(__name__)
 
 DEMO_TOKEN_NAME = "Demo token"  # noqa: S105 -- a display name.
+MAX_GRACE_SECONDS = 7 * 24 * 3600
 
 
 class TokenInvalid(DomainError):
@@ -100,6 +102,23 @@ def _validate(
     return sorted(set(scopes))
 
 
+def token_domains_resolve(*, owner: User, domain_ids: list[str]) -> list[Domain]:
+    """The live domains with these ids that the owner belongs to, or TokenInvalid.
+
+    Unknown ids and other tenants' domains give the same message, so the answer does not
+    reveal which domains exist.
+    """
+    invalid = TokenInvalid({"domains": ["Choose domains you are a member of."]})
+    try:
+        wanted = {uuid.UUID(str(domain_id)) for domain_id in domain_ids}
+    except ValueError:
+        raise invalid from None
+    domains = list(Domain.objects.for_user(owner).filter(pk__in=wanted))
+    if not wanted or len(domains) != len(wanted):
+        raise invalid
+    return domains
+
+
 def default_expiry() -> datetime.datetime:
     return timezone.now() + datetime.timedelta(days=settings.CUBEAI_TOKEN_DEFAULT_DAYS)
 
@@ -118,7 +137,9 @@ def token_issue(
 
     `domains=None` lets the token act in every domain of its owner, now and later.
     """
-    scopes = _validate(owner=owner, name=name, scopes=scopes, domains=domains, expires_at=expires_at)
+    scopes = _validate(
+        owner=owner, name=name, scopes=scopes, domains=domains, expires_at=expires_at
+    )
     plaintext, parsed = keys.generate()
     pepper_id = keys.current_pepper_id()
     token = Token.objects.create(
@@ -160,9 +181,9 @@ def _forget(token: Token) -> None:
 def token_rotate(*, token: Token, grace_seconds: int = 0) -> str:
     """Give the token a new secret; the old one stops at once or after a grace period."""
     if token.status != Token.Status.ACTIVE:
-        raise DomainError("Only an active token can be rotated.", param="token")
-    if not 0 <= grace_seconds <= 7 * 24 * 3600:
-        raise DomainError("The grace period must be between 0 and 7 days.", param="grace_seconds")
+        raise Conflict("Only an active token can be rotated.", param="token")
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise TokenInvalid({"grace_seconds": ["The grace period must be between 0 and 7 days."]})
     plaintext, parsed = keys.generate()
     parsed = keys.ParsedToken(token.key_id, parsed.secret)
     plaintext = keys.compose(parsed)
@@ -197,33 +218,39 @@ def _cache_key(key_id: str) -> str:
     return f"pat:{key_id}"
 
 
+_RECORD_FIELDS = (
+    "id",
+    "owner_id",
+    "digest",
+    "pepper_id",
+    "previous_digest",
+    "previous_pepper_id",
+    "previous_valid_until",
+    "scopes",
+    "all_domains",
+    "expires_at",
+)
+
+
 def _load(key_id: str) -> dict | None:
     """The verification record of a key id, from the cache or the database."""
     key = _cache_key(key_id)
     record = cache.get(key)
     if record is not None:
         return record or None
-    token = (
-        Token.objects.filter(key_id=key_id, revoked_at__isnull=True)
-        .prefetch_related("domains")
-        .first()
-    )
+    # The same two queries run whether the key id exists or not, and neither builds model
+    # instances, so the database path does not reveal which key ids exist by its timing.
+    live = Token.objects.filter(key_id=key_id, revoked_at__isnull=True)
+    row = live.values(*_RECORD_FIELDS).first()
+    domain_ids = [
+        str(domain_id)
+        for domain_id in Token.domains.through.objects.filter(token__in=live).values_list(
+            "domain_id", flat=True
+        )
+    ]
     record = {}
-    if token is not None:
-        record = {
-            "id": token.pk,
-            "owner_id": token.owner_id,
-            "digest": token.digest,
-            "pepper_id": token.pepper_id,
-            "previous_digest": token.previous_digest,
-            "previous_pepper_id": token.previous_pepper_id,
-            "previous_valid_until": token.previous_valid_until,
-            "scopes": list(token.scopes),
-            "all_domains": token.all_domains,
-            "domain_ids": [str(d.pk) for d in token.domains.all()],
-            "expires_at": token.expires_at,
-            "last_used_at": token.last_used_at,
-        }
+    if row is not None:
+        record = {**row, "scopes": list(row["scopes"]), "domain_ids": domain_ids}
     # Unknown key ids are cached too (as {}), so junk cannot hammer the database.
     cache.set(key, record, settings.CUBEAI_TOKEN_CACHE_SECONDS)
     return record or None
@@ -296,13 +323,19 @@ def tokens_expire_and_warn() -> dict[str, int]:
 
     now = timezone.now()
     expired = Token.objects.filter(
-        revoked_at__isnull=True, expires_at__lte=now, expires_at__gt=now - datetime.timedelta(days=2)
+        revoked_at__isnull=True,
+        expires_at__lte=now,
+        expires_at__gt=now - datetime.timedelta(days=2),
     )
     for token in expired:
         _forget(token)
     soon = now + datetime.timedelta(days=settings.CUBEAI_TOKEN_EXPIRY_WARNING_DAYS)
     warned = 0
-    for token in Token.objects.active().filter(expires_at__lte=soon, expiry_warned_at__isnull=True).select_related("owner"):
+    for token in (
+        Token.objects.active()
+        .filter(expires_at__lte=soon, expiry_warned_at__isnull=True)
+        .select_related("owner")
+    ):
         send_mail(
             subject=f"Your Cube AI token “{token.name}” expires soon",
             message=(

@@ -51,6 +51,10 @@ class LlamaCppRuntime:
         params.n_ctx = context
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
+        # Sleep rather than spin between decode steps: on a small shared machine spinning
+        # threads starve the other runtimes (and each other) of the few cores there are.
+        params.cpuparams.poll = 0
+        params.cpuparams_batch.poll = 0
         # llama.cpp logs every prompt's timing at the default level; prompts stay private.
         params.verbosity = -1
         self.context_per_request = context // parallel

@@ -87,7 +87,9 @@ class WhisperRuntime:
                 )
             )
             words.extend(
-                Word(word=w.word.strip(), start=round(float(w.start), 3), end=round(float(w.end), 3))
+                Word(
+                    word=w.word.strip(), start=round(float(w.start), 3), end=round(float(w.end), 3)
+                )
                 for w in s.words or ()
             )
         language = "english" if options.task == "translate" else info.language

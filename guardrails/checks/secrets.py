@@ -90,7 +90,10 @@ RULES: tuple[SecretRule, ...] = (
     ),
     SecretRule(
         "secret.github",
-        re.compile(r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,251})" + _END),
+        re.compile(
+            r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,251})"
+            + _END
+        ),
         ("gh", "github_pat_"),
     ),
     SecretRule(
@@ -153,7 +156,10 @@ RULES: tuple[SecretRule, ...] = (
     ),
     SecretRule(
         "secret.jwt",
-        re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,1000}" + _END),
+        re.compile(
+            r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,1000}"
+            + _END
+        ),
         ("eyJ",),
         Severity.MEDIUM,
     ),
@@ -169,7 +175,7 @@ RULES: tuple[SecretRule, ...] = (
         # A credential-named key assigned a value that looks random (letters and digits),
         # so `api_key = os.environ["KEY"]` and `password: str` stay untouched.
         re.compile(
-            r"\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)"
+            r"(?<![A-Za-z])(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret)"
             r"[\"']?\s*[:=]\s*[\"']?"
             r"((?=[A-Za-z0-9_\-+/=!@#$%^&*]{0,200}[0-9])(?=[A-Za-z0-9_\-+/=!@#$%^&*]{0,200}[A-Za-z])"
             r"[A-Za-z0-9_\-+/=!@#$%^&*]{8,200})(?![A-Za-z0-9_\-+/=!@#$%^&*])",
@@ -232,5 +238,7 @@ class Secrets(Check):
                 if rule.verify is not None and rule.verify(match.group()):
                     severity = Severity.CRITICAL
                 start, end = match.span(rule.group)
-                findings.append(Finding(start, end, rule.type, "secret", severity, action, PLACEHOLDER))
+                findings.append(
+                    Finding(start, end, rule.type, "secret", severity, action, PLACEHOLDER)
+                )
         return findings

@@ -61,7 +61,9 @@ class MessageLimits(Check):
                 violations.append(self._violation("structure.too_many_parts", index))
         return violations
 
-    def _violation(self, type_: str, message: int | None = None, part: int | None = None) -> Violation:
+    def _violation(
+        self, type_: str, message: int | None = None, part: int | None = None
+    ) -> Violation:
         return Violation(
             type=type_,
             category="structure",

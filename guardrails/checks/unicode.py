@@ -89,13 +89,22 @@ class UnicodeCheck(Check):
         if self._control is not Action.ALLOW:
             for match in _CONTROL.finditer(text):
                 findings.append(
-                    Finding(match.start(), match.end(), "unicode.control", "unicode", Severity.LOW, self._control)
+                    Finding(
+                        match.start(),
+                        match.end(),
+                        "unicode.control",
+                        "unicode",
+                        Severity.LOW,
+                        self._control,
+                    )
                 )
         if text.isascii():
             return findings
         for type_, pattern, action, severity in self._rules:
             for match in pattern.finditer(text):
-                findings.append(Finding(match.start(), match.end(), type_, "unicode", severity, action))
+                findings.append(
+                    Finding(match.start(), match.end(), type_, "unicode", severity, action)
+                )
         if self._homoglyphs is not Action.ALLOW and _CONFUSABLE_CHAR.search(text):
             for match in _WORD.finditer(text):
                 word = match.group()

@@ -1,0 +1,122 @@
+"""Profile → Personal Access Tokens: list, create, rotate, revoke and delete.
+
+Each view parses the form, calls `tokens.services` and renders. A new secret is rendered in
+the response to the POST that made it, never put in the session or a message, and that
+response is marked `no-store` so no cache keeps it.
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from cubeai.exceptions import Conflict
+from domains.models import Domain
+from tokens import services
+from tokens.forms import TokenCreateForm, TokenRotateForm
+from tokens.models import Token
+from tokens.services import TokenInvalid
+
+
+def _owned(request: HttpRequest, pk: int) -> Token:
+    # Another user's token is a 404, like a token that does not exist.
+    return get_object_or_404(Token.objects.for_owner(request.user), pk=pk)
+
+
+def _secret_response(request: HttpRequest, token: Token, secret: str, *, rotated: bool):
+    if token.all_domains:
+        domains = list(Domain.objects.for_user(request.user).order_by("name"))
+    else:
+        domains = list(token.domains.filter(deleted_at__isnull=True).order_by("name"))
+    base_urls = [
+        (domain, request.build_absolute_uri(f"/proxy/{domain.pk}/v1")) for domain in domains
+    ]
+    response = render(
+        request,
+        "tokens/secret.html",
+        {
+            "token": token,
+            "secret": secret,
+            "rotated": rotated,
+            "base_urls": base_urls,
+            "base_url": base_urls[0][1] if base_urls else request.build_absolute_uri("/proxy/"),
+        },
+    )
+    add_never_cache_headers(response)
+    return response
+
+
+@login_required
+@require_GET
+def token_list(request: HttpRequest) -> HttpResponse:
+    tokens = list(Token.objects.for_owner(request.user).prefetch_related("domains"))
+    response = render(
+        request,
+        "tokens/list.html",
+        {
+            "tokens": tokens,
+            "expiring": [token for token in tokens if token.expires_soon],
+            "rotate_form": TokenRotateForm(),
+        },
+    )
+    add_never_cache_headers(response)
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_create(request: HttpRequest) -> HttpResponse:
+    form = TokenCreateForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        try:
+            token, secret = services.token_issue(
+                owner=request.user,
+                name=form.cleaned_data["name"],
+                description=form.cleaned_data["description"],
+                scopes=form.cleaned_data["scopes"],
+                expires_at=form.expires_at(),
+                domains=form.chosen_domains(),
+            )
+        except TokenInvalid as exc:
+            form.add_service_errors(exc)
+        else:
+            return _secret_response(request, token, secret, rotated=False)
+    return render(request, "tokens/create.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def token_rotate(request: HttpRequest, pk: int) -> HttpResponse:
+    token = _owned(request, pk)
+    form = TokenRotateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose when the old secret stops working.")
+        return redirect("tokens:list")
+    try:
+        secret = services.token_rotate(
+            token=token, grace_seconds=form.cleaned_data["grace_seconds"]
+        )
+    except (TokenInvalid, Conflict) as exc:
+        messages.error(request, exc.message)
+        return redirect("tokens:list")
+    return _secret_response(request, token, secret, rotated=True)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    token = services.token_revoke(token=_owned(request, pk))
+    messages.success(request, f"Token “{token.name}” revoked. It no longer works.")
+    return redirect("tokens:list")
+
+
+@login_required
+@require_POST
+def token_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    token = _owned(request, pk)
+    name = token.name
+    services.token_delete(token=token)
+    messages.success(request, f"Token “{name}” deleted.")
+    return redirect("tokens:list")
