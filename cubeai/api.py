@@ -5,7 +5,7 @@ import logging
 import orjson
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
 
@@ -108,6 +108,14 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> H
         headers={"WWW-Authenticate": 'Bearer realm="cube-ai"'},
     )
     return _envelope(request, error)
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    # Ninja wraps the parser's errors; the APIError it raised carries the real answer.
+    if isinstance(exc.__cause__, APIError):
+        return _envelope(request, exc.__cause__)
+    return _envelope(request, APIError(exc.status_code, str(exc.message)))
 
 
 @api.exception_handler(Http404)

@@ -17,6 +17,7 @@ from ninja.security.http import HttpBearer
 from inference import guard, service
 from inference.context import caller_for
 from inference.errors import APIError, not_found_route
+from inference.limits import rate_limiter
 from inference.schemas import (
     ChatCompletionCreateParams,
     CompletionCreateParams,
@@ -88,6 +89,9 @@ async def metered(request: HttpRequest, endpoint: service.Endpoint, handler) -> 
     _only(request, "POST")
     call = service.Call(caller=request.auth, endpoint=endpoint, request_id=request_id_of(request))
     try:
+        call.rate_headers = await rate_limiter.check(
+            token_id=call.caller.token_id, domain_id=call.caller.domain_id
+        )
         return await handler(call)
     except APIError as exc:
         call.record(exc.status)

@@ -83,6 +83,8 @@ async def caller_for(raw_token: str | None, domain_id: str, client_ip: str | Non
     if hit is not None and hit[0] > now:
         return hit[1]
     caller = await sync_to_async(resolve, thread_sensitive=True)(raw_token, domain_id, client_ip)
+    if settings.CUBEAI_AUTH_CACHE_SECONDS <= 0:
+        return caller
     if len(_cache) >= _CACHE_LIMIT:
         _cache.clear()
     _cache[key] = (now + settings.CUBEAI_AUTH_CACHE_SECONDS, caller)

@@ -173,7 +173,8 @@ class Router:
 
     async def current(self) -> Snapshot:
         snapshot = self.snapshot
-        if snapshot is None:
+        if snapshot is None or settings.CUBEAI_ROUTING_REFRESH_SECONDS <= 0:
+            # No snapshot yet, or freshness asked for on every request (tests, debugging).
             return await self.refresh()
         if time.monotonic() - snapshot.loaded_at > settings.CUBEAI_ROUTING_REFRESH_SECONDS and (
             self._refreshing is None or self._refreshing.done()

@@ -57,6 +57,7 @@ class Call:
     usage: dict = field(default_factory=dict)
     guardrails: dict = field(default_factory=dict)
     guard_headers: dict = field(default_factory=dict)
+    rate_headers: dict = field(default_factory=dict)
 
     @property
     def response_headers(self) -> dict[str, str]:
@@ -67,6 +68,7 @@ class Call:
             if self.target.tee_type == "none":
                 headers["x-cube-confidential"] = "false"
         headers.update(self.guard_headers)
+        headers.update(self.rate_headers)
         return headers
 
     def record(self, status: int | None = None) -> None:

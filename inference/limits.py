@@ -1,0 +1,147 @@
+"""Request-size and request-rate limits of the OpenAI-compatible API.
+
+`BodyLimit` is ASGI middleware: it refuses an upload over the limit while it streams in,
+before Django reads it whole (Django's ASGI handler spools the entire body first).
+`RateLimiter` counts requests per token and per domain in fixed one-minute windows, shared
+by all replicas through Redis when it is configured.
+"""
+
+import re
+import time
+
+import orjson
+from django.conf import settings
+
+from inference.errors import APIError
+
+AUDIO_PATH = re.compile(r"^/proxy/[^/]+/v1/audio/")
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(
+        413,
+        f"The request body exceeds the limit of {limit // (1024 * 1024)} MB.",
+        code="request_too_large",
+    )
+
+
+class BodyLimit:
+    """Answer 413 (OpenAI's envelope) as soon as a body passes its path's limit."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    def _limit(self, path: str) -> int:
+        if AUDIO_PATH.match(path):
+            return settings.CUBEAI_MAX_AUDIO_BYTES
+        return settings.CUBEAI_MAX_JSON_BYTES if path.startswith("/proxy/") else 0
+
+    async def __call__(self, scope, receive, send):
+        limit = self._limit(scope["path"]) if scope["type"] == "http" else 0
+        if not limit:
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                return await self._refuse(send, limit)
+        received = 0
+        exceeded = False
+
+        async def limited_receive():
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    # Tell the app the client went away; it stops reading at once.
+                    return {"type": "http.disconnect"}
+            return message
+
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if exceeded:
+                return
+            started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, tracking_send)
+        if exceeded and not started:
+            await self._refuse(send, limit)
+
+    async def _refuse(self, send, limit: int) -> None:
+        body = orjson.dumps(_too_large(limit).body())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class RateLimiter:
+    """Fixed one-minute windows per token and per domain."""
+
+    def __init__(self) -> None:
+        self._local: dict[str, tuple[int, int]] = {}
+        self._redis = None
+
+    def _client(self):
+        if self._redis is None:
+            import redis.asyncio
+
+            self._redis = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        return self._redis
+
+    async def _count(self, keys: list[str], window: int) -> list[int]:
+        if settings.REDIS_URL:
+            pipe = self._client().pipeline(transaction=False)
+            for key in keys:
+                pipe.incr(key)
+                pipe.expire(key, 61, nx=True)
+            results = await pipe.execute()
+            return [int(v) for v in results[0::2]]
+        counts = []
+        for key in keys:
+            seen_window, count = self._local.get(key, (window, 0))
+            count = count + 1 if seen_window == window else 1
+            self._local[key] = (window, count)
+            counts.append(count)
+        if len(self._local) > 100_000:
+            self._local = {k: v for k, v in self._local.items() if v[0] == window}
+        return counts
+
+    async def check(self, *, token_id: int, domain_id: str) -> dict[str, str]:
+        """Count this request; raise 429 over a limit; return the x-ratelimit headers."""
+        now = time.time()
+        window = int(now // 60)
+        reset = 60 - int(now % 60)
+        limits = (settings.CUBEAI_RATE_LIMIT_TOKEN_RPM, settings.CUBEAI_RATE_LIMIT_DOMAIN_RPM)
+        keys = [f"rl:t:{token_id}:{window}", f"rl:d:{domain_id}:{window}"]
+        token_count, domain_count = await self._count(keys, window)
+        remaining = min(limits[0] - token_count, limits[1] - domain_count)
+        headers = {
+            "x-ratelimit-limit-requests": str(limits[0]),
+            "x-ratelimit-remaining-requests": str(max(0, remaining)),
+            "x-ratelimit-reset-requests": f"{reset}s",
+        }
+        if remaining < 0:
+            scope = "token" if token_count > limits[0] else "domain"
+            raise APIError(
+                429,
+                f"Rate limit reached for this {scope}: {limits[scope == 'domain']} requests per "
+                f"minute. Retry after {reset} s.",
+                code="rate_limit_exceeded",
+                headers={**headers, "Retry-After": str(reset)},
+            )
+        return headers
+
+
+rate_limiter = RateLimiter()

@@ -1,0 +1,259 @@
+"""End-to-end fixtures: the real agent, a fault-injecting fake upstream and the real gateway.
+
+Data for these tests is created once per module and committed (the gateway is another
+process), then deleted at the end of the module.
+"""
+
+import datetime
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from domains import permissions, services
+from domains.models import Domain, Membership, Role, User
+from inference.models import Backend, Deployment, Model, ModelAccess
+from tests.conftest import _stop, _subprocess_env
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_process(command, *, env, ready_url, log_path: Path, timeout: float = 120):
+    """Start a process and wait until `ready_url` answers 200."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(ready_url, timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            pytest.fail(f"{command[:3]} did not start:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def agent_url(tmp_path_factory):
+    """The real agent (`python -m agent`) with its real CPU models."""
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("agent")
+    env = {
+        **os.environ,
+        "CUBEAI_AGENT_PORT": str(port),
+        "CUBEAI_AGENT_CACHE_DIR": str(tmp / "cache"),
+        "CUBEAI_AGENT_ATTESTATION": "none",
+    }
+    process = start_process(
+        [sys.executable, "-m", "agent"],
+        env=env,
+        ready_url=f"http://127.0.0.1:{port}/health",
+        log_path=tmp / "agent.log",
+        timeout=180,
+    )
+    yield f"http://127.0.0.1:{port}"
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_url(tmp_path_factory):
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("fake")
+    process = start_process(
+        [sys.executable, str(HERE / "fake_upstream.py"), str(port)],
+        env=dict(os.environ),
+        ready_url=f"http://127.0.0.1:{port}/stats",
+        log_path=tmp / "fake.log",
+    )
+    yield f"http://127.0.0.1:{port}"
+    _stop(process)
+
+
+def start_gateway(tmp: Path, **settings: str):
+    """The real gateway (uvicorn, one worker) on the test database, with no caching of
+    routing or auth so each test sees the rows it wrote."""
+    port = free_port()
+    env = _subprocess_env(
+        DJANGO_DEBUG="true",
+        CUBEAI_ROUTING_REFRESH_SECONDS="0",
+        CUBEAI_AUTH_CACHE_SECONDS="0",
+        CUBEAI_TOKEN_CACHE_SECONDS="0",
+        CUBEAI_BREAKER_COOLDOWN_SECONDS="30",
+        CUBEAI_MAX_AUDIO_BYTES=str(1024 * 1024),
+        CUBEAI_USAGE_FLUSH_SECONDS="0.2",
+        **settings,
+    )
+    command = [sys.executable, "-m", "uvicorn", "cubeai.asgi:application", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning"]
+    process = start_process(
+        command, env=env, ready_url=f"http://127.0.0.1:{port}/healthz", log_path=tmp / "web.log"
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def gateway_url(django_db_setup, django_db_blocker, tmp_path_factory):
+    with django_db_blocker.unblock():
+        process, url = start_gateway(tmp_path_factory.mktemp("gateway"))
+    yield url
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def fault_gateway_url(django_db_setup, django_db_blocker, tmp_path_factory):
+    """A second gateway with a short first-byte timeout, for the slow-upstream faults."""
+    with django_db_blocker.unblock():
+        process, url = start_gateway(
+            tmp_path_factory.mktemp("fault-gateway"), CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT="1.5"
+        )
+    yield url
+    _stop(process)
+
+
+@dataclass
+class Stack:
+    """The committed cast of the end-to-end tests."""
+
+    gateway: str
+    alpha: Domain
+    beta: Domain
+    alice_token: str
+    bob_token: str
+    charlie_token: str
+    fake: str
+
+    def base_url(self, domain: Domain) -> str:
+        return f"{self.gateway}/proxy/{domain.pk}/v1"
+
+    def client(self, token: str, domain: Domain | None = None, gateway: str = "", **options):
+        import openai
+
+        base_url = self.base_url(domain or self.alpha)
+        if gateway:
+            base_url = base_url.replace(self.gateway, gateway)
+        return openai.OpenAI(base_url=base_url, api_key=token, max_retries=0, **options)
+
+
+def _token(owner: User, scopes, domains=None) -> str:
+    from tokens import services as token_services
+
+    return token_services.token_issue(
+        owner=owner,
+        name="e2e",
+        scopes=sorted(scopes),
+        domains=domains,
+        expires_at=timezone.now() + datetime.timedelta(days=1),
+    )[1]
+
+
+def build_stack(gateway: str, agent: str, fake: str) -> Stack:
+    alice = User.objects.create_user("e2e-alice@example.com", "pw-alice-123456")
+    bob = User.objects.create_user("e2e-bob@example.com", "pw-bob-123456")
+    charlie = User.objects.create_user("e2e-charlie@example.com", "pw-charlie-123456")
+    alpha = services.domain_create(creator=alice, name="Alpha", route="e2e-alpha")
+    beta = services.domain_create(creator=charlie, name="Beta", route="e2e-beta")
+    reader = Role.objects.create(
+        domain=alpha, name="reader", permissions=[permissions.MODELS_READ, permissions.EMBEDDINGS]
+    )
+    Membership.objects.create(user=bob, domain=alpha, role=reader)
+    everything = permissions.ALL
+    agent_backend = Backend.objects.create(
+        name="e2e-agent", base_url=f"{agent}/v1", kind="agent", allow_not_confidential=True
+    )
+
+    def fake_backend(name: str) -> Backend:
+        # One backend row per behaviour, so one fault's circuit breaker spares the others.
+        return Backend.objects.create(
+            name=f"e2e-{name}", base_url=f"{fake}/v1", kind="openai", allow_not_confidential=True
+        )
+
+    dead = Backend.objects.create(
+        name="e2e-dead",
+        base_url=f"http://127.0.0.1:{free_port()}/v1",
+        kind="openai",
+        allow_not_confidential=True,
+    )
+
+    def model(name, tasks, deployments, **fields):
+        row = Model.objects.create(name=name, tasks=tasks, **fields)
+        for backend, upstream in deployments:
+            Deployment.objects.create(model=row, backend=backend, upstream_model=upstream)
+        return row
+
+    smol = model(
+        "smollm2-135m-instruct",
+        ["chat", "completion"],
+        [(agent_backend, "smollm2-135m-instruct")],
+        capabilities=["response_format"],
+    )
+    model("all-minilm-l6-v2", ["embedding"], [(agent_backend, "all-minilm-l6-v2")])
+    model("whisper-tiny.en", ["transcription"], [(agent_backend, "whisper-tiny.en")])
+    model("whisper-base", ["transcription", "translation"], [(agent_backend, "whisper-base")])
+    healthy = fake_backend("fake-ok")
+    model("paced", ["chat"], [(healthy, "paced")])
+    model("slow-stream", ["chat"], [(healthy, "slow-stream")])
+    model("echo", ["chat"], [(healthy, "echo")])
+    model("flaky", ["chat"], [(dead, "ok"), (healthy, "ok")])
+    model("overloaded", ["chat"], [(fake_backend("fake-503"), "fault-503"), (healthy, "ok")])
+    model("slow-first", ["chat"], [(fake_backend("fake-slow"), "fault-slow"), (healthy, "ok")])
+    model("broken", ["chat"], [(fake_backend("fake-500"), "fault-500")])
+    model("cut", ["chat"], [(fake_backend("fake-cut"), "fault-cut")])
+    # Beta may not use the chat model: the same name is a 404 there.
+    ModelAccess.objects.create(domain=beta, model=smol, allowed=False)
+    return Stack(
+        gateway=gateway,
+        alpha=alpha,
+        beta=beta,
+        alice_token=_token(alice, everything),
+        bob_token=_token(bob, [permissions.MODELS_READ, permissions.EMBEDDINGS]),
+        charlie_token=_token(charlie, everything),
+        fake=fake,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_blocker, gateway_url, agent_url, fake_upstream_url):
+    with django_db_blocker.unblock():
+        built = build_stack(gateway_url, agent_url, fake_upstream_url)
+    yield built
+    with django_db_blocker.unblock():
+        User.objects.filter(email__startswith="e2e-").delete()
+        Domain.objects.filter(route__startswith="e2e-").delete()
+        Backend.objects.filter(name__startswith="e2e-").delete()
+        Model.objects.all().delete()
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory):
+    """`speech(text, voice="en")` makes a 16 kHz mono WAV with espeak-ng and sox."""
+    if not (shutil.which("espeak-ng") and shutil.which("sox")):
+        pytest.skip("espeak-ng and sox are not installed (.ci/run installs them)")
+    tmp = tmp_path_factory.mktemp("speech")
+
+    def make(text: str, voice: str = "en") -> Path:
+        raw, wav = tmp / f"{voice}-raw.wav", tmp / f"{voice}-{abs(hash(text))}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(raw), text], check=True)
+        subprocess.run(
+            ["sox", str(raw), "-r", "16000", "-c", "1", "-b", "16", str(wav)], check=True
+        )
+        return wav
+
+    return make

@@ -1,0 +1,132 @@
+"""Faults the real agent cannot produce on demand, injected by the fake upstream."""
+
+import itertools
+import statistics
+import time
+
+import httpx
+import openai
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
+
+
+def ask(stack, model: str, **options):
+    return stack.client(stack.alice_token, timeout=20).chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "ping"}], **options
+    )
+
+
+def test_a_refused_connection_fails_over_to_another_deployment(stack):
+    for _ in range(4):
+        assert ask(stack, "flaky").choices[0].message.content.startswith("echo:")
+
+
+def test_a_503_fails_over_to_another_deployment(stack):
+    for _ in range(4):
+        assert ask(stack, "overloaded").choices[0].message.content.startswith("echo:")
+
+
+def test_a_slow_first_byte_times_out_and_fails_over(stack, fault_gateway_url):
+    client = stack.client(stack.alice_token, gateway=fault_gateway_url, timeout=20)
+    started = time.monotonic()
+    for _ in range(2):
+        completion = client.chat.completions.create(
+            model="slow-first", messages=[{"role": "user", "content": "ping"}]
+        )
+        assert completion.choices[0].message.content.startswith("echo:")
+    # At most one 1.5 s timeout each, never the upstream's 5 s.
+    assert time.monotonic() - started < 6
+
+
+def test_a_500_is_normalised_without_upstream_internals(stack):
+    with pytest.raises(openai.InternalServerError) as caught:
+        ask(stack, "broken")
+    assert caught.value.status_code == 502
+    assert "boom" not in str(caught.value.body)
+    assert caught.value.body["type"] == "server_error"
+
+
+def test_a_stream_cut_in_the_middle_ends_with_one_error_event(stack):
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url(stack.alpha)}/chat/completions",
+        headers={"Authorization": f"Bearer {stack.alice_token}"},
+        json={"model": "cut", "messages": [{"role": "user", "content": "x"}], "stream": True},
+        timeout=20,
+    ) as response:
+        events = [line for line in response.iter_lines() if line]
+    assert events[-1].startswith('data: {"error"')
+    assert "[DONE]" not in "".join(events)
+    assert sum('"error"' in e for e in events) == 1
+
+
+def test_streams_are_relayed_chunk_by_chunk_never_buffered(stack):
+    arrivals = []
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url(stack.alpha)}/chat/completions",
+        headers={"Authorization": f"Bearer {stack.alice_token}"},
+        json={"model": "paced", "messages": [{"role": "user", "content": "x"}], "stream": True},
+        timeout=20,
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {") and '"content"' in line:
+                arrivals.append(time.monotonic())
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)][:4]
+    # The upstream sends its first five chunks 100 ms apart.
+    assert len(gaps) == 4
+    assert 0.07 < statistics.median(gaps) < 0.2, gaps
+
+
+def test_a_client_that_goes_away_cancels_the_upstream_stream(stack):
+    before = httpx.get(f"{stack.fake}/stats").json()
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url(stack.alpha)}/chat/completions",
+        headers={"Authorization": f"Bearer {stack.alice_token}"},
+        json={
+            "model": "slow-stream",
+            "messages": [{"role": "user", "content": "x"}],
+            "stream": True,
+        },
+        timeout=20,
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                break
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        after = httpx.get(f"{stack.fake}/stats").json()
+        if after["streams_cancelled"] > before["streams_cancelled"]:
+            break
+        time.sleep(0.1)
+    assert after["streams_cancelled"] == before["streams_cancelled"] + 1
+    assert after["streams_finished"] == before["streams_finished"]
+
+
+def test_a_slow_client_does_not_hold_up_other_requests(stack):
+    with httpx.stream(
+        "POST",
+        f"{stack.base_url(stack.alpha)}/chat/completions",
+        headers={"Authorization": f"Bearer {stack.alice_token}"},
+        json={
+            "model": "slow-stream",
+            "messages": [{"role": "user", "content": "x"}],
+            "stream": True,
+        },
+        timeout=20,
+    ) as slow:
+        next(slow.iter_lines())
+        started = time.monotonic()
+        assert ask(stack, "echo").choices[0].message.content.startswith("echo:")
+        assert time.monotonic() - started < 1.0
+
+
+def test_after_faults_the_gateway_still_serves_and_leaks_nothing(stack):
+    first = ask(stack, "echo", user="first").choices[0].message.content
+    second = stack.client(stack.alice_token).chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "second request"}]
+    )
+    assert "ping" in first and "ping" not in second.choices[0].message.content
+    assert httpx.get(f"{stack.gateway}/healthz").status_code == 200
