@@ -1,9 +1,10 @@
-"""Forms for sign-up and domain creation."""
+"""Forms for sign-up and the domain pages; they check shape, services check the rest."""
 
 from django import forms
 from django.contrib.auth.forms import BaseUserCreationForm
 
-from domains.models import Domain, User
+from domains import permissions, selectors
+from domains.models import Domain, Role, User
 
 
 class SignUpForm(BaseUserCreationForm):
@@ -34,3 +35,116 @@ class DomainCreateForm(forms.ModelForm):
         if Domain.objects.filter(route=route).exists():
             raise forms.ValidationError("This route is taken.")
         return route
+
+
+def tags_from_text(text: str) -> list[str]:
+    return [tag.strip() for tag in text.split(",") if tag.strip()]
+
+
+class DomainSettingsForm(forms.Form):
+    """Rename a domain and edit its tags and metadata."""
+
+    name = forms.CharField(max_length=100)
+    tags = forms.CharField(
+        required=False,
+        max_length=1100,
+        help_text="Comma-separated, at most 20, each 1-50 characters.",
+    )
+    metadata = forms.JSONField(
+        required=False, widget=forms.Textarea(attrs={"rows": 5}), help_text="A JSON object."
+    )
+
+    def clean_tags(self) -> list[str]:
+        tags = tags_from_text(self.cleaned_data["tags"])
+        if len(tags) > 20:
+            raise forms.ValidationError("At most 20 tags.")
+        if any(len(tag) > 50 for tag in tags):
+            raise forms.ValidationError("Each tag has at most 50 characters.")
+        return tags
+
+    def clean_metadata(self) -> dict:
+        metadata = self.cleaned_data["metadata"]
+        if metadata in (None, ""):
+            return {}
+        if not isinstance(metadata, dict):
+            raise forms.ValidationError("Metadata must be a JSON object.")
+        return metadata
+
+
+class DomainStatusForm(forms.Form):
+    status = forms.ChoiceField(choices=Domain.Status.choices)
+
+    def __init__(self, *args, staff: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not staff:
+            self.fields["status"].choices = [
+                (value, label)
+                for value, label in Domain.Status.choices
+                if value != Domain.Status.FROZEN
+            ]
+
+
+class DomainDeleteForm(forms.Form):
+    confirm = forms.CharField(label="Type the domain's route to confirm", max_length=63)
+
+    def __init__(self, *args, domain: Domain, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.domain = domain
+
+    def clean_confirm(self) -> str:
+        if self.cleaned_data["confirm"] != self.domain.route:
+            raise forms.ValidationError("This is not the domain's route.")
+        return self.cleaned_data["confirm"]
+
+
+class _DomainRoleForm(forms.Form):
+    """A form whose role choices are only the built-in roles and this domain's own."""
+
+    role = forms.ModelChoiceField(queryset=Role.objects.none())
+
+    def __init__(self, *args, domain: Domain, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["role"].queryset = selectors.role_list(domain=domain).order_by(
+            "domain_id", "name"
+        )
+
+
+class MemberAddForm(_DomainRoleForm):
+    email = forms.EmailField(max_length=254)
+    field_order = ["email", "role"]
+
+
+class MemberRoleForm(_DomainRoleForm):
+    pass
+
+
+class InvitationForm(_DomainRoleForm):
+    email = forms.EmailField(max_length=254)
+    field_order = ["email", "role"]
+
+
+class RoleForm(forms.Form):
+    name = forms.CharField(max_length=50)
+    permissions = forms.MultipleChoiceField(
+        choices=permissions.CHOICES, required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+
+class ModelAccessForm(forms.Form):
+    ALLOWED = {"default": None, "allow": True, "deny": False}
+
+    model = forms.CharField(max_length=128, widget=forms.HiddenInput)
+    access = forms.ChoiceField(
+        choices=[("default", "Platform default"), ("allow", "Allow"), ("deny", "Deny")]
+    )
+
+    def allowed(self) -> bool | None:
+        return self.ALLOWED[self.cleaned_data["access"]]
+
+
+def apply_service_errors(form: forms.Form, exc) -> None:
+    """Show a service's field errors on the form; errors for other fields go on top."""
+    errors = getattr(exc, "errors", None) or {exc.param or "__all__": [exc.message]}
+    for field, messages in errors.items():
+        for message in messages:
+            form.add_error(field if field in form.fields else None, message)

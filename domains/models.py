@@ -169,9 +169,7 @@ class Membership(models.Model):
 
     class Meta:
         ordering = ["domain", "user"]
-        constraints = [
-            models.UniqueConstraint(fields=["user", "domain"], name="unique_membership")
-        ]
+        constraints = [models.UniqueConstraint(fields=["user", "domain"], name="unique_membership")]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.domain} as {self.role}"
@@ -185,6 +183,7 @@ class Invitation(models.Model):
         ACCEPTED = "accepted"
         DECLINED = "declined"
         REVOKED = "revoked"
+        EXPIRED = "expired"
 
     domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField(max_length=254)
@@ -219,3 +218,25 @@ class Invitation(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status == self.Status.PENDING and not self.is_expired
+
+
+class AuditEvent(models.Model):
+    """One management action in a domain: who did what to which object. Never secrets."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    # The personal access token the actor used, if any (a plain id: tokens may be deleted).
+    token_id = models.BigIntegerField(null=True, blank=True)
+    action = models.CharField(max_length=50)
+    target = models.CharField(max_length=200, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["domain", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"

@@ -37,3 +37,7 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
     MEMBER: frozenset({MODELS_READ, *INFERENCE, ATTESTATION_READ, USAGE_READ}),
     VIEWER: frozenset({MODELS_READ, ATTESTATION_READ, USAGE_READ}),
 }
+
+# A member whose role holds both of these is an admin: they may still enter a disabled
+# domain, and a domain must always keep at least one of them.
+ADMIN_PERMISSIONS = frozenset({MEMBERS_MANAGE, DOMAIN_MANAGE})

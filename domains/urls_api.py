@@ -1,3 +1,46 @@
 """The management API for domains, members, roles, invitations and model access."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from domains import views_api as views
+
+urlpatterns = [
+    path("domains/", views.DomainListView.as_view(), name="api-domains"),
+    path("domains/<uuid:domain_id>/", views.DomainDetailView.as_view(), name="api-domain"),
+    path("domains/<uuid:domain_id>/members/", views.MemberListView.as_view(), name="api-members"),
+    path(
+        "domains/<uuid:domain_id>/members/<int:user_id>/",
+        views.MemberDetailView.as_view(),
+        name="api-member",
+    ),
+    path("domains/<uuid:domain_id>/roles/", views.RoleListView.as_view(), name="api-roles"),
+    path(
+        "domains/<uuid:domain_id>/roles/<int:role_id>/",
+        views.RoleDetailView.as_view(),
+        name="api-role",
+    ),
+    path(
+        "domains/<uuid:domain_id>/invitations/",
+        views.InvitationListView.as_view(),
+        name="api-invitations",
+    ),
+    path(
+        "domains/<uuid:domain_id>/invitations/<int:invitation_id>/",
+        views.InvitationDetailView.as_view(),
+        name="api-invitation",
+    ),
+    path(
+        "domains/<uuid:domain_id>/invitations/<int:invitation_id>/resend/",
+        views.InvitationResendView.as_view(),
+        name="api-invitation-resend",
+    ),
+    path("domains/<uuid:domain_id>/models/", views.ModelAccessView.as_view(), name="api-models"),
+    path("domains/<uuid:domain_id>/audit/", views.AuditListView.as_view(), name="api-audit"),
+    path("invitations/", views.MyInvitationListView.as_view(), name="api-my-invitations"),
+    path("invitations/accept/", views.InvitationAcceptView.as_view(), name="api-invitation-accept"),
+    path(
+        "invitations/decline/",
+        views.InvitationDeclineView.as_view(),
+        name="api-invitation-decline",
+    ),
+]

@@ -61,3 +61,144 @@ def pat():
         return plaintext
 
     return issue
+
+
+# --- Real processes on the test database ----------------------------------------------------
+# The worker and server fixtures below start real processes with this environment. They read
+# the test database's name from CUBEAI_TEST_DATABASE_NAME (see cubeai/settings.py): on SQLite
+# the test database is a file for this reason, on PostgreSQL it is `test_<name>`. Tests that
+# use them need `@pytest.mark.django_db(transaction=True)`, so that what they write is
+# committed and the other process sees it.
+
+
+def _subprocess_env(**extra: str) -> dict[str, str]:
+    import os
+
+    from django.db import connection
+
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "cubeai.settings"
+    env["CUBEAI_TEST_DATABASE_NAME"] = str(connection.settings_dict["NAME"])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def _stop(process) -> None:
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, tmp_path_factory):
+    """A real Celery worker process (`celery -A cubeai worker --pool solo`) on the test database.
+
+    It uses the same broker as the code under test: the filesystem broker under
+    `DATA_DIR/celery` by default, Redis when REDIS_URL is set. Tasks go to a queue of this
+    test session only, so concurrent test runs sharing a broker do not take each other's
+    tasks. Send with `.delay()` and wait with `.get(timeout=30)`; yields the queue name.
+    """
+    import subprocess
+    import sys
+    import threading
+    import time
+    import uuid
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from cubeai.celery import app
+
+    for folder in ("queue", "control", "results"):
+        (Path(settings.DATA_DIR) / "celery" / folder).mkdir(parents=True, exist_ok=True)
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
+    celery = Path(sys.executable).parent / "celery"
+    command = [str(celery), "-A", "cubeai", "worker", "--pool", "solo", "--concurrency", "1"]
+    command += ["--queues", queue, "--loglevel", "INFO", "--without-gossip", "--without-mingle"]
+    command += ["--hostname", f"{queue}@%h"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=settings.BASE_DIR,
+            env=_subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    ready = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            if " ready." in log_path.read_text():
+                ready.set()
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    watcher.join(timeout=60)
+    if not ready.is_set():
+        _stop(process)
+        pytest.fail(f"The Celery worker did not start:\n{log_path.read_text()[-4000:]}")
+    previous_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    try:
+        yield queue
+    finally:
+        app.conf.task_default_queue = previous_queue
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def live_server_process(django_db_setup, tmp_path_factory):
+    """The real ASGI server (uvicorn `cubeai.asgi:application`) on the test database.
+
+    Yields its base URL, e.g. `http://127.0.0.1:54321`. It runs with DEBUG on (static files
+    from the finders, cookies without `Secure`) on a free loopback port.
+    """
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from django.conf import settings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log_path = tmp_path_factory.mktemp("server") / "uvicorn.log"
+    command = [sys.executable, "-m", "uvicorn", "cubeai.asgi:application", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=settings.BASE_DIR,
+            env=_subprocess_env(DJANGO_DEBUG="true"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            pytest.fail(f"The server did not start:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.1)
+    try:
+        yield url
+    finally:
+        _stop(process)

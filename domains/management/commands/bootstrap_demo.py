@@ -27,7 +27,9 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args, **options):
         if not (settings.DEBUG or options["force"]):
-            raise CommandError("bootstrap_demo creates a known admin: run it with DEBUG on or --force.")
+            raise CommandError(
+                "bootstrap_demo creates a known admin: run it with DEBUG on or --force."
+            )
         # The generated password is kept beside the development database (mode 0600) so that
         # every later run can print it again.
         password_file = Path(settings.DATA_DIR) / "demo-admin-password"
