@@ -21,7 +21,12 @@ def run_settings(**env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     clean.update(env, DJANGO_SETTINGS_MODULE="cubeai.settings")
     return subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", PROBE],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -40,7 +45,8 @@ def test_it_runs_on_the_embedded_defaults_with_nothing_set():
 
 def test_it_switches_to_postgres_and_redis():
     result = run_settings(
-        DATABASE_URL="postgres://postgres@127.0.0.1:5432/cubeai", REDIS_URL="redis://127.0.0.1:6379/0"
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/cubeai",
+        REDIS_URL="redis://127.0.0.1:6379/0",
     )
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
