@@ -334,3 +334,31 @@ CUBEAI_USAGE_FLUSH_SECONDS = float(os.environ.get("CUBEAI_USAGE_FLUSH_SECONDS", 
 CUBEAI_RATE_LIMIT_TOKEN_RPM = envint("CUBEAI_RATE_LIMIT_TOKEN_RPM", "600")
 CUBEAI_RATE_LIMIT_DOMAIN_RPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_RPM", "6000")
 DATA_UPLOAD_MAX_MEMORY_SIZE = CUBEAI_MAX_JSON_BYTES
+
+# Attestation of backends (inference/attest.py, inference/attestation/README.md).
+CUBEAI_ATTESTATION_PERIOD_SECONDS = envint("CUBEAI_ATTESTATION_PERIOD_SECONDS", "600")
+# How long a verification lets a backend route; past it the backend leaves routing even if
+# re-attestation never ran. Twice the period, so one late or failed run is not an outage.
+CUBEAI_ATTESTATION_VALIDITY_SECONDS = envint(
+    "CUBEAI_ATTESTATION_VALIDITY_SECONDS", str(2 * CUBEAI_ATTESTATION_PERIOD_SECONDS)
+)
+CUBEAI_ATTESTATION_TIMEOUT_SECONDS = float(
+    os.environ.get("CUBEAI_ATTESTATION_TIMEOUT_SECONDS", "10")
+)
+# Operator-supplied VCEK certificates (SEV-SNP) and TDX collateral, for evidence without them.
+CUBEAI_ATTESTATION_VCEK_CACHE_DIR = os.environ.get("CUBEAI_ATTESTATION_VCEK_CACHE_DIR", "")
+CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR = os.environ.get(
+    "CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR", ""
+)
+CELERY_BEAT_SCHEDULE["attest-backends"] = {
+    "task": "inference.tasks.attest_backends",
+    "schedule": CUBEAI_ATTESTATION_PERIOD_SECONDS,
+}
+
+# Background health checks of backends (Celery beat).
+CUBEAI_HEALTH_PERIOD_SECONDS = envint("CUBEAI_HEALTH_PERIOD_SECONDS", "15")
+CUBEAI_HEALTH_TIMEOUT_SECONDS = float(os.environ.get("CUBEAI_HEALTH_TIMEOUT_SECONDS", "3"))
+CELERY_BEAT_SCHEDULE["backends-check-health"] = {
+    "task": "inference.tasks.backends_check_health",
+    "schedule": CUBEAI_HEALTH_PERIOD_SECONDS,
+}

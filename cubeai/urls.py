@@ -16,8 +16,13 @@ urlpatterns = [
     path("proxy/", api.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/registry/", include("inference.registry_api")),
+    path("api/", include("inference.urls_api")),
     path("api/", include("domains.urls_api")),
     path("api/", include("tokens.urls_api")),
+    path("api/", include("guardrails.urls_api")),
     path("profile/tokens/", include("tokens.urls")),
+    path("", include("inference.urls")),
     path("", include("domains.urls")),
+    path("", include("guardrails.urls")),
 ]

@@ -26,8 +26,10 @@ left alone. Shape (see the README):
 from typing import Annotated, Literal
 
 import yaml
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import ValidationError as SchemaError
 
 from domains.models import Domain
 from inference.models import Backend, Deployment, Model, ModelAccess
@@ -84,7 +86,7 @@ def load(text: str) -> RegistryFile:
         raise RegistryFileError(f"not valid YAML: {exc}") from None
     try:
         spec = RegistryFile.model_validate(data)
-    except ValidationError as exc:
+    except SchemaError as exc:
         lines = [
             f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
         ]
@@ -119,20 +121,29 @@ def _domain_lookup(value: str) -> Domain | None:
     return found
 
 
+def _save(row, label: str) -> None:
+    try:
+        row.full_clean()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items()
+        )
+        raise RegistryFileError(f"{label}: {problems}") from None
+    row.save()
+
+
 def _sync(model_class, lookup: dict, values: dict, changes: list[str], label: str):
     row = model_class.objects.filter(**lookup).first()
     if row is None:
         row = model_class(**lookup, **values)
-        row.full_clean()
-        row.save()
+        _save(row, label)
         changes.append(f"create {label}")
         return row
     changed = [k for k, v in values.items() if getattr(row, k) != v]
     if changed:
         for key in changed:
             setattr(row, key, values[key])
-        row.full_clean()
-        row.save()
+        _save(row, label)
         changes.append(f"update {label}: {', '.join(changed)}")
     return row
 

@@ -1,0 +1,59 @@
+"""The background health check of backends, run by Celery beat off the request path.
+
+Each enabled backend's `GET <base_url>/models` must answer 2xx within the timeout. The result
+is written to the Backend row; every web process's routing snapshot picks it up within
+`CUBEAI_ROUTING_REFRESH_SECONDS`, taking a dead backend out of routing and putting it back
+once it answers again. (Each process's circuit breaker reacts faster, to its own failures.)
+"""
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from django.conf import settings
+from django.utils import timezone
+
+from inference.models import Backend
+
+log = logging.getLogger(__name__)
+
+
+def _probe(backend: Backend) -> str:
+    """'' when healthy, else a short reason (never a response body)."""
+    headers = {}
+    if backend.api_key_env:
+        import os
+
+        key = os.environ.get(backend.api_key_env, "")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+    try:
+        response = httpx.get(
+            f"{backend.base_url.rstrip('/')}/models",
+            headers=headers,
+            timeout=settings.CUBEAI_HEALTH_TIMEOUT_SECONDS,
+            verify=False,  # noqa: S501 -- liveness only; traffic is pinned to the attested key.
+        )
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return "" if response.is_success else f"HTTP {response.status_code}"
+
+
+def backends_check_health() -> dict[str, bool]:
+    """Probe every enabled backend concurrently and record the results."""
+    backends = list(Backend.objects.filter(enabled=True))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        reasons = list(pool.map(_probe, backends))
+    now = timezone.now()
+    results = {}
+    for backend, reason in zip(backends, reasons, strict=True):
+        healthy = not reason
+        if healthy != backend.healthy:
+            log.warning(
+                "backend %s is now %s %s", backend.name, "up" if healthy else "down", reason
+            )
+        Backend.objects.filter(pk=backend.pk).update(
+            healthy=healthy, health_checked_at=now, health_error=reason[:200]
+        )
+        results[backend.name] = healthy
+    return results
