@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import Router
+from ninja import Path, Router
 from ninja.security.http import HttpBearer
 
 from inference import guard, service
@@ -158,7 +158,9 @@ def _completion_text(choice: dict) -> tuple[dict | None, str]:
 @router.api_operation(
     ["POST"], "/chat/completions", response=ERRORS, summary="Create a chat completion"
 )
-async def chat_completions(request: HttpRequest, body: ChatCompletionCreateParams):
+async def chat_completions(
+    request: HttpRequest, domain_id: Path[str], body: ChatCompletionCreateParams
+):
     return await metered(
         request,
         service.CHAT,
@@ -167,7 +169,7 @@ async def chat_completions(request: HttpRequest, body: ChatCompletionCreateParam
 
 
 @router.api_operation(["POST"], "/completions", response=ERRORS, summary="Create a completion")
-async def completions(request: HttpRequest, body: CompletionCreateParams):
+async def completions(request: HttpRequest, domain_id: Path[str], body: CompletionCreateParams):
     return await metered(
         request,
         service.COMPLETIONS,
@@ -176,7 +178,7 @@ async def completions(request: HttpRequest, body: CompletionCreateParams):
 
 
 @router.api_operation(["POST"], "/embeddings", response=ERRORS, summary="Create embeddings")
-async def embeddings(request: HttpRequest, body: EmbeddingCreateParams):
+async def embeddings(request: HttpRequest, domain_id: Path[str], body: EmbeddingCreateParams):
     async def handle(call: service.Call) -> HttpResponse:
         payload = body.payload()
         entry, candidates = await service.route(call, payload["model"])
@@ -304,7 +306,7 @@ AUDIO_DOC = {
     openapi_extra=AUDIO_DOC,
     summary="Transcribe audio",
 )
-async def audio_transcriptions(request: HttpRequest):
+async def audio_transcriptions(request: HttpRequest, domain_id: Path[str]):
     return await metered(request, service.TRANSCRIPTIONS, lambda call: _audio(request, call))
 
 
@@ -315,7 +317,7 @@ async def audio_transcriptions(request: HttpRequest):
     openapi_extra=AUDIO_DOC,
     summary="Translate audio into English",
 )
-async def audio_translations(request: HttpRequest):
+async def audio_translations(request: HttpRequest, domain_id: Path[str]):
     return await metered(request, service.TRANSLATIONS, lambda call: _audio(request, call))
 
 
@@ -331,7 +333,7 @@ def _model_object(entry) -> dict:
 @router.api_operation(
     ["GET"], "/models", response={200: ModelList, **ERRORS}, summary="List models"
 )
-async def list_models(request: HttpRequest):
+async def list_models(request: HttpRequest, domain_id: Path[str]):
     _only(request, "GET")
     entries = await service.list_models(request.auth)
     body = {"object": "list", "data": [_model_object(entry) for entry in entries]}
@@ -343,7 +345,7 @@ async def list_models(request: HttpRequest):
 @router.api_operation(
     ["GET"], "/models/{path:model}", response={200: Model, **ERRORS}, summary="Retrieve a model"
 )
-async def retrieve_model(request: HttpRequest, model: str):
+async def retrieve_model(request: HttpRequest, domain_id: Path[str], model: str):
     _only(request, "GET")
     entry = await service.get_model(request.auth, model)
     response = HttpResponse(orjson.dumps(_model_object(entry)), content_type="application/json")
