@@ -11,6 +11,7 @@ from ninja.renderers import BaseRenderer
 
 from cubeai.exceptions import DomainError
 from inference.api import request_id_of, router
+from inference.api_attestation import router as attestation_router
 from inference.errors import APIError, not_found_route
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ api = NinjaAPI(
     renderer=JSONRenderer(),
 )
 api.add_router("/{domain_id}/v1", router)
+api.add_router("/{domain_id}", attestation_router)
 
 
 def _envelope(request: HttpRequest, error: APIError) -> HttpResponse:

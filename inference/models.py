@@ -184,3 +184,74 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.endpoint} {self.model} {self.status}"
+
+
+class AttestationPolicy(models.Model):
+    """One version of a backend's attestation policy; exactly one version is active."""
+
+    backend = models.ForeignKey(
+        Backend, on_delete=models.CASCADE, related_name="attestation_policies"
+    )
+    version = models.PositiveIntegerField()
+    tee_type = models.CharField(max_length=10, choices=Backend.TeeType.choices)
+    # The policy as `inference.attestation.policy_from_json` accepts it, normalised.
+    document = models.JSONField()
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["backend", "-version"]
+        verbose_name_plural = "attestation policies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["backend", "version"], name="unique_attestation_policy_version"
+            ),
+            models.UniqueConstraint(
+                fields=["backend"], condition=Q(active=True), name="one_active_attestation_policy"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.backend} policy v{self.version}{' (active)' if self.active else ''}"
+
+
+class AttestationRecord(models.Model):
+    """One attestation challenge of a backend and its outcome; the evidence is not secret."""
+
+    class Trigger(models.TextChoices):
+        PERIODIC = "periodic"
+        ON_DEMAND = "on-demand"
+        KEY_CHANGE = "key-change"
+        POLICY_CHANGE = "policy-change"
+        CLIENT = "client"
+
+    backend = models.ForeignKey(
+        Backend, on_delete=models.CASCADE, related_name="attestation_records"
+    )
+    at = models.DateTimeField(db_index=True)
+    ok = models.BooleanField()
+    trigger = models.CharField(max_length=20, choices=Trigger.choices)
+    tee_type = models.CharField(max_length=10, choices=Backend.TeeType.choices)
+    # [{"code": ..., "message": ...}], empty when ok.
+    failures = models.JSONField(default=list, blank=True)
+    claims = models.JSONField(default=dict, blank=True)
+    nonce = models.CharField(max_length=64)
+    report_data = models.CharField(max_length=128, blank=True)
+    # Base64 of the agent's TLS public key (DER SubjectPublicKeyInfo), the raw report or
+    # quote, and the SNP certificate table or TDX collateral, exactly as the agent sent them.
+    tls_public_key = models.TextField(blank=True)
+    evidence = models.TextField(blank=True)
+    auxblob = models.TextField(blank=True)
+    cert_chain = models.JSONField(default=list, blank=True)
+    key_sha256 = models.CharField(max_length=64, blank=True)
+    policy_version = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["backend", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.backend} {'ok' if self.ok else 'failed'} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -99,7 +99,10 @@ class Snapshot:
 
 def _backend_routable(backend, now) -> tuple[bool, str]:
     if backend.tee_type == "none":
-        return backend.allow_not_confidential, "not-confidential"
+        # Never confidential; routed only when an operator said so, and not after its last
+        # challenge failed (say, the agent behind the URL changed).
+        allowed = backend.allow_not_confidential and backend.attestation_status != "failed"
+        return allowed, "not-confidential"
     verified = backend.attestation_status == "verified" and (
         backend.attestation_expires_at is None or backend.attestation_expires_at > now
     )

@@ -4,14 +4,21 @@ A request goes to the first routable deployment; on a connection error, a timeou
 first byte, or a 502/503 from the backend it is retried once on another deployment of the
 same model. Failures feed the circuit breaker, which takes a failing backend out of routing
 in this process at once; the background health check does the same for every process.
+
+An https backend with an attested key (`pinned_key_sha256`) is reached only if its TLS
+certificate carries that key: see `SpkiPin`.
 """
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable
 
 import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 
 from inference.errors import APIError
@@ -22,6 +29,72 @@ log = logging.getLogger(__name__)
 _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
 RETRYABLE_STATUS = frozenset({502, 503})
+
+
+class SpkiPin(aiohttp.Fingerprint):
+    """Pin the SHA-256 of the server certificate's SubjectPublicKeyInfo (the attested key).
+
+    aiohttp's own `Fingerprint` pins the whole certificate's DER; the attestation binds the
+    key. Passed as `ssl=`, a `Fingerprint` makes aiohttp handshake without CA verification
+    (agents use self-signed certificates; trust comes from attestation) and call `check()`
+    on the new connection before any byte of the request is sent. A mismatch raises
+    `ServerFingerprintMismatch`, a connection error, so the request fails over.
+    """
+
+    def check(self, transport: asyncio.Transport) -> None:
+        ssl_object = transport.get_extra_info("ssl_object")
+        got = b""
+        if ssl_object is not None:
+            der = ssl_object.getpeercert(binary_form=True) or b""
+            try:
+                spki = (
+                    x509.load_der_x509_certificate(der)
+                    .public_key()
+                    .public_bytes(
+                        serialization.Encoding.DER,
+                        serialization.PublicFormat.SubjectPublicKeyInfo,
+                    )
+                )
+                got = hashlib.sha256(spki).digest()
+            except ValueError:
+                pass
+        if not hmac.compare_digest(got, self.fingerprint):
+            host, port, *_ = transport.get_extra_info("peername") or ("?", 0)
+            raise aiohttp.ServerFingerprintMismatch(self.fingerprint, got, host, port)
+
+
+# One pin object per key: pooled connections are keyed by it, so a connection made under
+# one pin is never reused under another.
+_pins: dict[str, SpkiPin] = {}
+_reattest_asked: dict[int, float] = {}
+
+
+def ssl_for(target: Target) -> SpkiPin | bool:
+    """`ssl=` for a target: its key pin if it has one and speaks https, else CA checks."""
+    if not (target.pinned_key_sha256 and target.base_url.startswith("https://")):
+        return True
+    pin = _pins.get(target.pinned_key_sha256)
+    if pin is None:
+        pin = _pins[target.pinned_key_sha256] = SpkiPin(bytes.fromhex(target.pinned_key_sha256))
+    return pin
+
+
+def _reattest_soon(target: Target) -> None:
+    """Ask a worker to re-attest a backend whose key no longer matches (once a minute)."""
+    now = time.monotonic()
+    if _reattest_asked.get(target.id, -60.0) > now - 60:
+        return
+    _reattest_asked[target.id] = now
+
+    def send() -> None:
+        from inference.tasks import attest_backend
+
+        try:
+            attest_backend.delay(target.id, "key-change")
+        except Exception:
+            log.exception("could not queue the re-attestation of %s", target.name)
+
+    asyncio.get_running_loop().run_in_executor(None, send)
 
 
 def session() -> aiohttp.ClientSession:
@@ -83,6 +156,7 @@ async def open_response(
                     f"{target.base_url}/{path}",
                     data=body_for(upstream_model),
                     headers=_headers(target, request_id, content_type),
+                    ssl=ssl_for(target),
                 ),
                 timeout=settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT,
             )
@@ -91,6 +165,8 @@ async def open_response(
             breaker.failure(time.monotonic())
             last_error = type(exc).__name__
             log.warning("backend %s failed before the first byte: %s", target.name, last_error)
+            if isinstance(exc, aiohttp.ServerFingerprintMismatch):
+                _reattest_soon(target)
             continue
         except BaseException:
             target.in_flight -= 1

@@ -155,6 +155,7 @@ def main():
     parser.add_argument("--token", help="your personal access token, for --url")
     parser.add_argument("--file", help="a saved attestation reply (JSON)")
     parser.add_argument("--nonce", help="the nonce (hex) the reply must answer")
+    parser.add_argument("--backend", help="which backend of the platform's answer to verify")
     parser.add_argument("--measurement", action="append", help="an accepted measurement/MRTD")
     parser.add_argument("--vcek", help="SNP: VCEK/VLEK certificate, if the reply has none")
     parser.add_argument("--chain", help="SNP: ASK then ARK, PEM, if the reply has none")
@@ -164,16 +165,26 @@ def main():
     args = parser.parse_args()
     if args.url:
         args.nonce = args.nonce or secrets.token_hex(32)
+        body = {"nonce": args.nonce, **({"backend": args.backend} if args.backend else {})}
         request = urllib.request.Request(  # noqa: S310 - the user chooses the URL
             args.url,
-            data=json.dumps({"nonce": args.nonce}).encode(),
+            data=json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {args.token}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - as above
             reply = json.load(response)
     else:
         reply = json.loads(Path(args.file).read_text(encoding="utf-8"))
-    args.reply = reply.get("attestation", reply)
+    if "data" in reply:
+        # The platform's answer lists one item per backend serving the domain.
+        items = [i for i in reply["data"] if args.backend in (None, i.get("backend"))]
+        if not items:
+            sys.exit(
+                "FAIL: no backend in the reply" + (f" named {args.backend}" if args.backend else "")
+            )
+        reply = items[0]
+        print(f"backend {reply.get('backend')}")
+    args.reply = reply.get("attestation") or reply
     if args.nonce and args.reply["nonce"].lower() != args.nonce.lower():
         sys.exit("FAIL: the reply answers another nonce")
     now = datetime.fromisoformat(args.now) if args.now else datetime.now(UTC)

@@ -67,6 +67,15 @@ class FailureCode(StrEnum):
     REPORT_DATA_MISMATCH = "report_data_mismatch"
     INSECURE_NOT_ALLOWED = "insecure_not_allowed"
     INTERNAL_ERROR = "internal_error"
+    # The challenge itself, as run by the platform (`inference.attest`), before or around
+    # the hardware verification.
+    AGENT_UNREACHABLE = "agent_unreachable"
+    AGENT_ERROR = "agent_error"
+    MALFORMED_REPLY = "malformed_reply"
+    NONCE_MISMATCH = "nonce_mismatch"
+    BINDING_MISMATCH = "binding_mismatch"
+    TLS_KEY_MISMATCH = "tls_key_mismatch"
+    NO_POLICY = "no_policy"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,46 @@
+"""Periodic and on-demand attestation of backends, run by Celery (beat for the periodic one)."""
+
+import logging
+
+from celery import shared_task
+
+from inference import attest
+from inference.models import AttestationRecord, Backend
+
+log = logging.getLogger(__name__)
+
+
+@shared_task
+def attest_backends() -> dict[str, int]:
+    """Expire stale verifications, then challenge every attestable backend, each on its own."""
+    expired = attest.backends_expire_attestations()
+    passed = failed = 0
+    for backend in attest.attestable_backends():
+        try:
+            record = attest.backend_attest(
+                backend=backend, trigger=AttestationRecord.Trigger.PERIODIC
+            )
+        except Exception:
+            # One backend's trouble (say, its row vanished mid-run) must not spare the others.
+            log.exception("attesting backend %s failed", backend.name)
+            failed += 1
+            continue
+        passed, failed = (passed + 1, failed) if record.ok else (passed, failed + 1)
+    return {"passed": passed, "failed": failed, "expired": expired}
+
+
+@shared_task
+def attest_backend(backend_id: int, trigger: str = AttestationRecord.Trigger.ON_DEMAND) -> bool:
+    """Challenge one backend now (admin action, policy change, pin mismatch)."""
+    backend = Backend.objects.filter(pk=backend_id, enabled=True).first()
+    if backend is None:
+        return False
+    return attest.backend_attest(backend=backend, trigger=trigger).ok
+
+
+@shared_task
+def backends_check_health() -> dict[str, bool]:
+    """Probe every enabled backend and record whether it answers (see inference.health)."""
+    from inference import health
+
+    return health.backends_check_health()
