@@ -1,4 +1,10 @@
-"""ASGI entry point: Django HTTP and Channels WebSockets, served by uvicorn."""
+"""ASGI entry point: Django HTTP and Channels WebSockets, served by uvicorn.
+
+The OpenAI-compatible API (`/proxy/...`) is served by its own Django handler without the
+page middleware (sessions, CSRF, messages, static files...): none of it applies to a Bearer
+API, and each sync middleware costs a thread hop per request. Its security headers are set
+here instead. Everything else goes through Django's usual handler.
+"""
 
 import os
 
@@ -12,13 +18,58 @@ django_application = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from cubeai.routing import websocket_urlpatterns  # noqa: E402
 from inference.limits import BodyLimit  # noqa: E402
 
+API_PREFIX = "/proxy/"
+API_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class APIHandler(ASGIHandler):
+    """Django's ASGI handler with no middleware and no per-request thread context.
+
+    Without `ThreadSensitiveContext`, the few synchronous calls of the API (cache misses of
+    auth and routing, metering flushes) share Django's one sync thread and its database
+    connection instead of starting a thread for every request.
+    """
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+
+    async def __call__(self, scope, receive, send):
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in message["headers"]}
+                message["headers"] = [
+                    *message["headers"],
+                    *((n, v) for n, v in API_HEADERS if n not in names),
+                ]
+            await send(message)
+
+        await self.handle(scope, receive, send_with_headers)
+
+
+api_application = APIHandler()
+
+
+async def http_application(scope, receive, send):
+    handler = api_application if scope["path"].startswith(API_PREFIX) else django_application
+    await handler(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": BodyLimit(django_application),
+        "http": BodyLimit(http_application),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

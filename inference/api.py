@@ -147,7 +147,8 @@ async def _completion(call: service.Call, payload: dict, *, text_of) -> HttpResp
 
 
 def _chat_text(choice: dict) -> tuple[dict | None, str]:
-    holder = choice.get("delta") or choice.get("message")
+    # A final chunk's delta is often `{}`: it still carries the end of the stream.
+    holder = choice["delta"] if "delta" in choice else choice.get("message")
     return (holder, "content") if isinstance(holder, dict) else (None, "")
 
 

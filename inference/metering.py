@@ -6,6 +6,7 @@ flush scheduled on the event loop writes the buffer with one bulk insert every
 """
 
 import asyncio
+import contextvars
 import logging
 
 from asgiref.sync import sync_to_async
@@ -29,7 +30,10 @@ def record(**event) -> None:
         return
     if loop not in _scheduled:
         _scheduled.add(loop)
-        loop.call_later(settings.CUBEAI_USAGE_FLUSH_SECONDS, _start_flush, loop)
+        # A fresh context: the request's own (and its asgiref executor) ends with the request.
+        loop.call_later(
+            settings.CUBEAI_USAGE_FLUSH_SECONDS, _start_flush, loop, context=contextvars.Context()
+        )
 
 
 def _start_flush(loop: asyncio.AbstractEventLoop) -> None:

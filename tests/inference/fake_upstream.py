@@ -1,7 +1,8 @@
 """A controllable fake OpenAI-compatible upstream, for faults the real agent cannot produce.
 
 FAKE: it stands in for a backend only to inject faults on demand (a 500, a slow first byte,
-a stream cut in the middle, chunks at a fixed pace, a 503). Every behaviour is chosen by the
+a stream cut in the middle, chunks at a fixed pace, a 503), and to play a guard model and a
+model that leaks a secret across chunks (`guard`, `leak`). Every behaviour is chosen by the
 upstream model name the gateway sends. `GET /stats` reports what it saw, so tests can check
 that the gateway cancelled an upstream stream when its client went away.
 
@@ -54,6 +55,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": "overloaded"}}, status=503)
     if model == "fault-slow":
         await asyncio.sleep(5)
+    if model == "guard":
+        return web.json_response(_completion(model, _guard_label(body["messages"])))
+    if model == "leak" and body.get("stream"):
+        return await _leak(request, model)
     if not body.get("stream"):
         return web.json_response(_completion(model, f"echo:{echo}"))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -81,6 +86,35 @@ async def chat(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         stats["streams_cancelled"] += 1
         raise
+    return response
+
+
+def _guard_label(messages: list) -> str:
+    """A stand-in safety classifier: "unsafe" when the text mentions "forbidden"."""
+    text = " ".join(str(message.get("content")) for message in messages)
+    return "unsafe" if "forbidden" in text.lower() else "safe"
+
+
+# An AWS-style access key id and an email address, each split across several chunks.
+LEAK_CHUNKS = [
+    "Here are the credentials: AKIA",
+    "IOSFODNN7",
+    "EXAMPLE and the owner is jane.",
+    "doe@exa",
+    "mple.com; that",
+    " is all.",
+]
+
+
+async def _leak(request: web.Request, model: str) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    stats["streams_started"] += 1
+    for piece in LEAK_CHUNKS:
+        await response.write(_chunk(model, piece))
+    await response.write(_chunk(model, None, "stop"))
+    await response.write(b"data: [DONE]\n\n")
+    stats["streams_finished"] += 1
     return response
 
 
