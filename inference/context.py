@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from cubeai.exceptions import AuthenticationFailed, NotFound, PermissionDenied
-from domains.models import Domain, Membership
+from domains.models import Domain
 from tokens import services as token_services
 
 
@@ -43,21 +43,9 @@ class Caller:
 def resolve(raw_token: str, domain_id: str, client_ip: str | None) -> Caller:
     """Authenticate and authorize synchronously (runs off the event loop on a cache miss)."""
     principal = token_services.token_authenticate(raw_token)
-    not_found = NotFound("Domain not found.")
-    if not principal.may_act_in(domain_id):
-        raise not_found
-    membership = (
-        Membership.objects.filter(
-            user_id=principal.owner_id,
-            user__is_active=True,
-            domain_id=domain_id,
-            domain__deleted_at__isnull=True,
-        )
-        .select_related("role", "domain")
-        .first()
-    )
+    membership = token_services.token_membership(principal=principal, domain_id=domain_id)
     if membership is None:
-        raise not_found
+        raise NotFound("Domain not found.")
     token_services.token_touch(principal=principal, ip=client_ip)
     return Caller(
         token_id=principal.token_id,
