@@ -3,6 +3,7 @@ from django.urls import path
 from inference import views
 
 urlpatterns = [
+    path("domains/<uuid:domain_id>/usage/", views.domain_usage, name="domain_usage"),
     path(
         "domains/<uuid:domain_id>/attestation/",
         views.domain_attestation,

@@ -1,4 +1,5 @@
-"""The attestation page of a domain: each backend serving it and its latest evidence."""
+"""Domain pages of inference: attestation (each backend serving the domain, its latest
+evidence) and usage."""
 
 import json
 
@@ -8,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from domains import permissions
 from domains.decorators import domain_page
-from inference import attest
+from inference import attest, selectors
 from inference.models import AttestationRecord, Backend, Deployment, Model
 
 
@@ -75,3 +76,30 @@ def domain_attestation_evidence(request: HttpRequest, backend_id: int) -> HttpRe
         f'attachment; filename="{backend.name.replace("/", "_")}-evidence.json"'
     )
     return response
+
+
+USAGE_DAYS = (1, 7, 30, 90)
+
+
+def usage_days(value: str | None) -> int:
+    """The period asked for, one of USAGE_DAYS (7 by default or when unreadable)."""
+    try:
+        days = int(value or 7)
+    except ValueError:
+        days = 7
+    return days if days in USAGE_DAYS else 7
+
+
+@domain_page(permissions.USAGE_READ)
+@require_GET
+def domain_usage(request: HttpRequest) -> HttpResponse:
+    own = selectors.usage_is_own_only(request.granted)
+    days = usage_days(request.GET.get("days"))
+    summary = selectors.usage_summary(
+        domain=request.domain, user_id=request.user.pk if own else None, days=days
+    )
+    return render(
+        request,
+        "inference/usage.html",
+        {"domain": request.domain, "summary": summary, "choices": USAGE_DAYS},
+    )

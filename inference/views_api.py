@@ -2,12 +2,15 @@
 `/api/backends/<name>/attestation/policy/` (GET active + versions, POST a new version,
 GET `?format=export` for the active policy as a JSON file)."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, renderers, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference import attest
+from domains import permissions as domain_permissions
+from domains.drf import DomainAPIView
+from inference import attest, selectors
 from inference.models import AttestationPolicy
 
 
@@ -70,3 +73,29 @@ class AttestationPolicyView(APIView):
         )
         attest.reattest_later(backend=backend)
         return Response(AttestationPolicyVersionOut(row).data, status=201)
+
+
+class UsageQuery(serializers.Serializer):
+    days = serializers.ChoiceField(choices=[1, 7, 30, 90], default=7)
+
+
+class UsageView(DomainAPIView):
+    """`GET /api/domains/<id>/usage/?days=7`: totals, per model and per token.
+
+    Members see their own tokens' usage; admins and viewers the whole domain's.
+    """
+
+    permission_by_method = {"GET": domain_permissions.USAGE_READ}
+
+    @extend_schema(parameters=[UsageQuery], responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, domain_id):
+        query = UsageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        own = selectors.usage_is_own_only(self.granted)
+        return Response(
+            selectors.usage_summary(
+                domain=self.domain,
+                user_id=request.user.pk if own else None,
+                days=query.validated_data["days"],
+            )
+        )

@@ -38,6 +38,10 @@ PAGES = [
     ("get", "/domains/{domain}/models/", P.MODELS_READ),
     ("post", "/domains/{domain}/models/set/", P.DOMAIN_MANAGE),
     ("get", "/domains/{domain}/audit/", P.AUDIT_READ),
+    ("get", "/domains/{domain}/usage/", P.USAGE_READ),
+    ("get", "/domains/{domain}/attestation/", P.ATTESTATION_READ),
+    ("get", "/domains/{domain}/guardrails/", P.AUDIT_READ),
+    ("post", "/domains/{domain}/guardrails/", P.DOMAIN_MANAGE),
 ]
 
 API = [
@@ -62,6 +66,8 @@ API = [
     ("get", "/api/domains/{domain}/models/", P.MODELS_READ),
     ("post", "/api/domains/{domain}/models/", P.DOMAIN_MANAGE),
     ("get", "/api/domains/{domain}/audit/", P.AUDIT_READ),
+    ("get", "/api/domains/{domain}/usage/", P.USAGE_READ),
+    ("post", "/api/domains/{domain}/guardrails/", P.DOMAIN_MANAGE),
 ]
 
 VIEWER = P.BUILTIN_ROLES[P.VIEWER]
