@@ -1,6 +1,6 @@
 """The background health check of backends, run by Celery beat off the request path.
 
-Each enabled backend's `GET <base_url>/models` must answer 2xx within the timeout. The result
+Each enabled backend's `GET <base_url>/models` must answer (below 500) within the timeout. The result
 is written to the Backend row; every web process's routing snapshot picks it up within
 `CUBEAI_ROUTING_REFRESH_SECONDS`, taking a dead backend out of routing and putting it back
 once it answers again. (Each process's circuit breaker reacts faster, to its own failures.)
@@ -19,24 +19,20 @@ log = logging.getLogger(__name__)
 
 
 def _probe(backend: Backend) -> str:
-    """'' when healthy, else a short reason (never a response body)."""
-    headers = {}
-    if backend.api_key_env:
-        import os
+    """'' when the backend answers HTTP below 500, else a short reason (never a body).
 
-        key = os.environ.get(backend.api_key_env, "")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+    No credentials are sent, so certificate checks can be skipped safely: this is liveness
+    only, and real traffic is pinned to the attested key. A 401 still proves it is up.
+    """
     try:
         response = httpx.get(
             f"{backend.base_url.rstrip('/')}/models",
-            headers=headers,
             timeout=settings.CUBEAI_HEALTH_TIMEOUT_SECONDS,
-            verify=False,  # noqa: S501 -- liveness only; traffic is pinned to the attested key.
+            verify=False,  # noqa: S501 -- see the docstring: nothing secret is sent.
         )
     except httpx.HTTPError as exc:
         return type(exc).__name__
-    return "" if response.is_success else f"HTTP {response.status_code}"
+    return "" if response.status_code < 500 else f"HTTP {response.status_code}"
 
 
 def backends_check_health() -> dict[str, bool]:
