@@ -130,3 +130,19 @@ def test_after_faults_the_gateway_still_serves_and_leaks_nothing(stack):
     )
     assert "ping" in first and "ping" not in second.choices[0].message.content
     assert httpx.get(f"{stack.gateway}/healthz").status_code == 200
+
+
+def test_the_background_health_check_takes_dead_backends_out_and_live_ones_in(
+    stack, django_db_blocker
+):
+    from inference import health
+    from inference.models import Backend
+
+    with django_db_blocker.unblock():
+        Backend.objects.filter(name="e2e-fake-ok").update(healthy=False)
+        results = health.backends_check_health()
+        assert results["e2e-fake-ok"] is True
+        assert results["e2e-dead"] is False
+        assert Backend.objects.get(name="e2e-fake-ok").healthy
+    # The dead deployment is no longer tried; the model is served by the live one.
+    assert ask(stack, "flaky").choices[0].message.content.startswith("echo:")
