@@ -1,7 +1,10 @@
-"""The inference pipeline shared by every entry point (API, browser chat, Celery jobs).
+"""The inference pipeline, one service layer for every entry point.
 
-Entry points translate their input and output; this module authorizes, routes, applies
-guardrails, forwards, meters and records. Prompts and completions pass through memory only.
+Today the entry point is the OpenAI-compatible API (`inference/api.py`); a browser chat
+consumer or a Celery job would call the same functions. Entry points translate their input
+and output; this module authorizes, routes, forwards, meters and records, and
+`inference/guard.py` applies the guardrails. Prompts and completions pass through memory
+only.
 """
 
 import time
