@@ -5,7 +5,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from io import StringIO
 from pathlib import Path
 
@@ -49,7 +51,35 @@ class Command(BaseCommand):
         if not options["no_agent"]:
             processes["agent"] = [python, "-m", "agent"]
         env = {**os.environ, "CUBEAI_AGENT_PORT": str(options["agent_port"])}
+        if "agent" in processes:
+            threading.Thread(
+                target=self._attest_when_up, args=(options["agent_port"],), daemon=True
+            ).start()
         self._supervise(processes, env)
+
+    def _attest_when_up(self, port: int) -> None:
+        """Once the local agent serves, record it healthy and challenge it, rather than wait
+        for the periodic jobs (which may have found it still loading its models)."""
+        from inference import attest, health
+        from inference.models import AttestationRecord
+
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            return
+        health.backends_check_health()
+        backend = attest.attestable_backends().filter(name="local-agent").first()
+        if backend is not None:
+            record = attest.backend_attest(
+                backend=backend, trigger=AttestationRecord.Trigger.ON_DEMAND
+            )
+            outcome = "not confidential, as declared" if record.ok else "FAILED"
+            self.stdout.write(f"local agent attestation: {outcome}")
 
     def _print_welcome(self, demo: dict, options: dict) -> None:
         base = f"http://{options['host']}:{options['port']}"
