@@ -28,7 +28,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import attestation as tee
 from agent.config import AgentConfig
-from agent.errors import AgentError, invalid_request, model_not_found, server_error
+from agent.errors import (
+    AgentError,
+    frames_of,
+    invalid_request,
+    model_not_found,
+    server_error,
+)
 from agent.metrics import AgentMetrics
 from agent.models import Runtimes, load_runtimes
 from agent.runtimes import TextEndpoint, TextGenerator, TranscriptionOptions
@@ -183,8 +189,8 @@ def create_app(config: AgentConfig) -> Starlette:
         except AgentError as exc:
             yield _event(exc.envelope())
             return
-        except Exception:
-            logger.exception("stream from %s failed", model)
+        except Exception as exc:
+            logger.error("stream from %s failed: %s", model, frames_of(exc))
             error = server_error("The model runtime failed while streaming.")
             yield _event(error.envelope())
             return
@@ -406,8 +412,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # Log the failure but not the request body: it may hold prompts or audio.
-    logger.error("unhandled error on %s", request.url.path, exc_info=exc)
+    # Log where it failed, but no message or body: they may quote prompts or audio.
+    logger.error("unhandled error on %s: %s", request.url.path, frames_of(exc))
     error = server_error("The agent failed to handle the request.")
     return ORJSONResponse(error.envelope(), status_code=error.status)
 

@@ -57,3 +57,10 @@ def model_not_found(model: str, *, endpoint: str) -> AgentError:
 
 def server_error(message: str, *, status: int = 500, code: str | None = None) -> AgentError:
     return AgentError(message, status=status, type="server_error", code=code)
+
+
+def frames_of(exc: BaseException) -> str:
+    """An exception's type and stack frames, without its message (which may quote content)."""
+    import traceback
+
+    return f"{type(exc).__name__}\n" + "".join(traceback.format_tb(exc.__traceback__))

@@ -1,6 +1,7 @@
 """The project's NinjaAPI: the OpenAI-compatible API and its one error handler."""
 
 import logging
+import traceback
 
 import orjson
 from django.http import Http404, HttpRequest, HttpResponse
@@ -127,6 +128,7 @@ def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 @api.exception_handler(Exception)
 def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
-    # The exception type only: messages may quote request content.
-    log.error("unexpected %s in %s", type(exc).__name__, request.path, exc_info=exc)
+    # The type and the frames only: an exception's message may quote request content.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s in %s\n%s", type(exc).__name__, request.path, frames)
     return _envelope(request, APIError(500, "The server had an error processing your request."))
