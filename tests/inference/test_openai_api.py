@@ -2,6 +2,7 @@
 (uvicorn) and the real agent with its real models."""
 
 import base64
+import re
 import struct
 
 import httpx
@@ -139,12 +140,25 @@ def test_embedding_dimensions_are_refused_for_a_model_without_them(stack):
     assert caught.value.body["param"] == "dimensions"
 
 
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level edit distance over the reference's length, ignoring case and punctuation."""
+    ref = re.findall(r"[a-z']+", reference.lower())
+    hyp = re.findall(r"[a-z']+", hypothesis.lower())
+    row = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, 1):
+        previous, row[0] = row[0], i
+        for j, other in enumerate(hyp, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (word != other))
+    return row[-1] / len(ref)
+
+
 def test_it_transcribes_and_translates_speech(stack, speech):
     client = stack.client(stack.alice_token)
     english = speech("The quick brown fox jumps over the lazy dog.")
     with english.open("rb") as audio:
         text = client.audio.transcriptions.create(model="whisper-tiny.en", file=audio).text
-    assert "quick brown" in text.lower() and "lazy dog" in text.lower()
+    # Whisper tiny.en on synthetic speech varies a word or two between runs.
+    assert word_error_rate("the quick brown fox jumps over the lazy dog", text) < 0.4, text
     with english.open("rb") as audio:
         srt = client.audio.transcriptions.create(
             model="whisper-tiny.en", file=audio, response_format="srt"
