@@ -12,10 +12,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from domains import permissions, services
@@ -25,6 +27,21 @@ from tests.conftest import _stop, _subprocess_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+
+
+def committed(function):
+    """Run `function` on a connection of its own, in autocommit: it sees what the gateway
+    committed since, and what it writes is committed at once (the test's own connection is
+    inside the test's transaction, and on SQLite a write there would lock the gateway out)."""
+
+    def run():
+        try:
+            return function()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
 
 
 def free_port() -> int:

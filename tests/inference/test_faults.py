@@ -8,6 +8,8 @@ import httpx
 import openai
 import pytest
 
+from tests.inference.conftest import committed
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 
@@ -132,17 +134,17 @@ def test_after_faults_the_gateway_still_serves_and_leaks_nothing(stack):
     assert httpx.get(f"{stack.gateway}/healthz").status_code == 200
 
 
-def test_the_background_health_check_takes_dead_backends_out_and_live_ones_in(
-    stack, django_db_blocker
-):
+def test_the_background_health_check_takes_dead_backends_out_and_live_ones_in(stack):
     from inference import health
     from inference.models import Backend
 
-    with django_db_blocker.unblock():
+    def check() -> dict[str, bool]:
         Backend.objects.filter(name="e2e-fake-ok").update(healthy=False)
-        results = health.backends_check_health()
-        assert results["e2e-fake-ok"] is True
-        assert results["e2e-dead"] is False
-        assert Backend.objects.get(name="e2e-fake-ok").healthy
+        return health.backends_check_health()
+
+    results = committed(check)
+    assert results["e2e-fake-ok"] is True
+    assert results["e2e-dead"] is False
+    assert committed(lambda: Backend.objects.get(name="e2e-fake-ok").healthy)
     # The dead deployment is no longer tried; the model is served by the live one.
     assert ask(stack, "flaky").choices[0].message.content.startswith("echo:")

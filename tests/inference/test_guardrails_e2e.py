@@ -8,13 +8,11 @@ gateway's routing snapshot like in production. Nothing a client sends switches a
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
 import openai
 import pytest
-from django.db import connection
 
 from domains import permissions, services
 from domains.models import Domain, User
@@ -22,7 +20,7 @@ from domains.selectors import Actor
 from guardrails import DEFAULT_POLICY
 from guardrails.services import policy_save
 from inference.models import Backend, Deployment, Model
-from tests.inference.conftest import _token, free_port
+from tests.inference.conftest import _token, committed, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -144,21 +142,6 @@ def remove_cast() -> None:
 
 def chat(**kwargs) -> dict:
     return {"messages": [{"role": "user", "content": kwargs.pop("content")}], **kwargs}
-
-
-def committed(function):
-    """Run `function` on a connection of its own, in autocommit: it sees what the gateway
-    committed since, and what it writes is committed at once (the test's own connection is
-    inside the test's transaction)."""
-
-    def run():
-        try:
-            return function()
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(run).result()
 
 
 def usage_row(request_id: str) -> dict:
