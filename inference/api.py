@@ -67,11 +67,14 @@ class PATBearer(HttpBearer):
 router = Router(auth=PATBearer(), tags=["OpenAI-compatible API"])
 
 
-def _respond(call: service.Call, body: Any, status: int = 200) -> HttpResponse:
-    response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
-    for name, value in call.response_headers.items():
+def _with_headers(response: HttpResponse, headers: dict[str, str]) -> HttpResponse:
+    for name, value in headers.items():
         response[name] = value
     return response
+
+
+def _json(body: Any, headers: dict[str, str]) -> HttpResponse:
+    return _with_headers(HttpResponse(orjson.dumps(body), content_type="application/json"), headers)
 
 
 def _only(request: HttpRequest, method: str) -> None:
@@ -86,7 +89,6 @@ def _only(request: HttpRequest, method: str) -> None:
 
 async def metered(request: HttpRequest, endpoint: service.Endpoint, handler) -> HttpResponse:
     """Run `handler(call)` as one metered call: failures are recorded with their status too."""
-    _only(request, "POST")
     call = service.Call(caller=request.auth, endpoint=endpoint, request_id=request_id_of(request))
     try:
         call.rate_headers = await rate_limiter.check(
@@ -108,14 +110,12 @@ def _check_capabilities(entry, payload: dict) -> None:
         "response_format": (payload.get("response_format") or {}).get("type") not in (None, "text"),
         "dimensions": payload.get("dimensions") is not None,
     }
-    params = {"n": "n", "tools": "tools", "logprobs": "logprobs"}
     for capability, asked in wanted.items():
         if asked and capability not in entry.capabilities:
-            param = params.get(capability, capability)
             raise APIError(
                 400,
-                f"`{param}` is not supported by the model `{entry.name}`.",
-                param=param,
+                f"`{capability}` is not supported by the model `{entry.name}`.",
+                param=capability,
                 code="unsupported_parameter",
             )
 
@@ -135,15 +135,12 @@ async def _completion(call: service.Call, payload: dict, *, text_of) -> HttpResp
             text_of=text_of,
         )
         response = StreamingHttpResponse(stream, content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
-        for name, value in call.response_headers.items():
-            response[name] = value
-        return response
+        return _with_headers(response, call.response_headers)
     body = await service.forward_json(call, candidates, payload)
     guard.check_completion(call, body, text_of)
     call.record()
-    return _respond(call, body)
+    return _json(body, call.response_headers)
 
 
 def _chat_text(choice: dict) -> tuple[dict | None, str]:
@@ -186,7 +183,7 @@ async def embeddings(request: HttpRequest, domain_id: Path[str], body: Embedding
         _check_capabilities(entry, payload)
         result = await service.forward_json(call, candidates, payload)
         call.record()
-        return _respond(call, result)
+        return _json(result, call.response_headers)
 
     return await metered(request, service.EMBEDDINGS, handle)
 
@@ -268,10 +265,7 @@ async def _audio(request: HttpRequest, call: service.Call) -> HttpResponse:
 
     content, content_type = await service.forward_raw(call, candidates, form_for)
     call.record()
-    response = HttpResponse(content, content_type=content_type)
-    for name, value in call.response_headers.items():
-        response[name] = value
-    return response
+    return _with_headers(HttpResponse(content, content_type=content_type), call.response_headers)
 
 
 AUDIO_DOC = {
@@ -335,27 +329,22 @@ def _model_object(entry) -> dict:
     ["GET"], "/models", response={200: ModelList, **ERRORS}, summary="List models"
 )
 async def list_models(request: HttpRequest, domain_id: Path[str]):
-    _only(request, "GET")
     entries = await service.list_models(request.auth)
     body = {"object": "list", "data": [_model_object(entry) for entry in entries]}
-    response = HttpResponse(orjson.dumps(body), content_type="application/json")
-    response["x-request-id"] = request_id_of(request)
-    return response
+    return _json(body, {"x-request-id": request_id_of(request)})
 
 
 @router.api_operation(
     ["GET"], "/models/{path:model}", response={200: Model, **ERRORS}, summary="Retrieve a model"
 )
 async def retrieve_model(request: HttpRequest, domain_id: Path[str], model: str):
-    _only(request, "GET")
     entry = await service.get_model(request.auth, model)
-    response = HttpResponse(orjson.dumps(_model_object(entry)), content_type="application/json")
-    response["x-request-id"] = request_id_of(request)
-    return response
+    return _json(_model_object(entry), {"x-request-id": request_id_of(request)})
 
 
 def _method_not_allowed(path: str, allowed: str) -> None:
-    """OpenAI's envelope for the other methods on a known path."""
+    """OpenAI's envelope for the other methods on a known path (ninja routes only `allowed`
+    to the real view, so this is the one place a method is checked)."""
     others = [m for m in ALL_METHODS if m != allowed]
 
     async def not_allowed(request: HttpRequest):

@@ -8,7 +8,8 @@ only.
 """
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -141,31 +142,44 @@ async def route(
     return entry, candidates
 
 
-def _json_body(payload: dict) -> "callable":
+def _json_body(payload: dict) -> Callable[[str], bytes]:
     def body_for(upstream_model: str) -> bytes:
         return orjson.dumps({**payload, "model": upstream_model})
 
     return body_for
 
 
-async def forward_json(call: Call, candidates, payload: dict) -> dict:
-    """Send a JSON request and return the backend's JSON answer, with the public model name."""
+@asynccontextmanager
+async def _exchange(
+    call: Call, candidates, body_for, content_type: str | None = "application/json"
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """An upstream answer that is not an error, released (and counted done) afterwards."""
     target, response = await upstream.open_response(
-        candidates, call.endpoint.path, request_id=call.request_id, body_for=_json_body(payload)
+        candidates,
+        call.endpoint.path,
+        request_id=call.request_id,
+        body_for=body_for,
+        content_type=content_type,
     )
     call.target = target
     try:
         if response.status >= 400:
             raise await upstream.normalised_error(response)
+        yield response
+    finally:
+        response.release()
+        upstream.done(target)
+
+
+async def forward_json(call: Call, candidates, payload: dict) -> dict:
+    """Send a JSON request and return the backend's JSON answer, with the public model name."""
+    async with _exchange(call, candidates, _json_body(payload)) as response:
         try:
             body = orjson.loads(await response.read())
         except (orjson.JSONDecodeError, aiohttp.ClientError, TimeoutError) as exc:
             raise APIError(
                 502, "The backend sent an invalid response.", type="server_error"
             ) from exc
-    finally:
-        response.release()
-        upstream.done(target)
     if not isinstance(body, dict):
         raise APIError(502, "The backend sent an invalid response.", type="server_error")
     if "model" in body:
@@ -176,21 +190,9 @@ async def forward_json(call: Call, candidates, payload: dict) -> dict:
 
 async def forward_raw(call: Call, candidates, form_for) -> tuple[bytes, str]:
     """Send a multipart request; return the raw answer and its content type (audio formats)."""
-    target, response = await upstream.open_response(
-        candidates,
-        call.endpoint.path,
-        request_id=call.request_id,
-        body_for=form_for,
-        content_type=None,
-    )
-    call.target = target
-    try:
-        if response.status >= 400:
-            raise await upstream.normalised_error(response)
+    # aiohttp sets the multipart content type, with its boundary, itself.
+    async with _exchange(call, candidates, form_for, content_type=None) as response:
         return await response.read(), response.headers.get("Content-Type", "application/json")
-    finally:
-        response.release()
-        upstream.done(target)
 
 
 async def open_stream(call: Call, candidates, payload: dict):
@@ -259,7 +261,9 @@ async def relay_stream(
                 continue
             if not client_wants_usage:
                 chunk.pop("usage", None)
-            template = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
+            if not template:
+                # id, object, created, model: the same on every chunk; for the guard's tails.
+                template = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
             blocked = guard.sanitize(chunk, text_of)
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             if blocked:
