@@ -19,6 +19,17 @@ def ask(stack, model: str, **options):
     )
 
 
+def raw_stream(stack, model: str):
+    """A streamed chat request read line by line, as an SSE client would."""
+    return httpx.stream(
+        "POST",
+        f"{stack.base_url(stack.alpha)}/chat/completions",
+        headers={"Authorization": f"Bearer {stack.alice_token}"},
+        json={"model": model, "messages": [{"role": "user", "content": "x"}], "stream": True},
+        timeout=20,
+    )
+
+
 def test_a_refused_connection_fails_over_to_another_deployment(stack):
     for _ in range(4):
         assert ask(stack, "flaky").choices[0].message.content.startswith("echo:")
@@ -50,13 +61,7 @@ def test_a_500_is_normalised_without_upstream_internals(stack):
 
 
 def test_a_stream_cut_in_the_middle_ends_with_one_error_event(stack):
-    with httpx.stream(
-        "POST",
-        f"{stack.base_url(stack.alpha)}/chat/completions",
-        headers={"Authorization": f"Bearer {stack.alice_token}"},
-        json={"model": "cut", "messages": [{"role": "user", "content": "x"}], "stream": True},
-        timeout=20,
-    ) as response:
+    with raw_stream(stack, "cut") as response:
         events = [line for line in response.iter_lines() if line]
     assert events[-1].startswith('data: {"error"')
     assert "[DONE]" not in "".join(events)
@@ -65,13 +70,7 @@ def test_a_stream_cut_in_the_middle_ends_with_one_error_event(stack):
 
 def test_streams_are_relayed_chunk_by_chunk_never_buffered(stack):
     arrivals = []
-    with httpx.stream(
-        "POST",
-        f"{stack.base_url(stack.alpha)}/chat/completions",
-        headers={"Authorization": f"Bearer {stack.alice_token}"},
-        json={"model": "paced", "messages": [{"role": "user", "content": "x"}], "stream": True},
-        timeout=20,
-    ) as response:
+    with raw_stream(stack, "paced") as response:
         for line in response.iter_lines():
             if line.startswith("data: {") and '"content"' in line:
                 arrivals.append(time.monotonic())
@@ -83,17 +82,7 @@ def test_streams_are_relayed_chunk_by_chunk_never_buffered(stack):
 
 def test_a_client_that_goes_away_cancels_the_upstream_stream(stack):
     before = httpx.get(f"{stack.fake}/stats").json()
-    with httpx.stream(
-        "POST",
-        f"{stack.base_url(stack.alpha)}/chat/completions",
-        headers={"Authorization": f"Bearer {stack.alice_token}"},
-        json={
-            "model": "slow-stream",
-            "messages": [{"role": "user", "content": "x"}],
-            "stream": True,
-        },
-        timeout=20,
-    ) as response:
+    with raw_stream(stack, "slow-stream") as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 break
@@ -108,17 +97,7 @@ def test_a_client_that_goes_away_cancels_the_upstream_stream(stack):
 
 
 def test_a_slow_client_does_not_hold_up_other_requests(stack):
-    with httpx.stream(
-        "POST",
-        f"{stack.base_url(stack.alpha)}/chat/completions",
-        headers={"Authorization": f"Bearer {stack.alice_token}"},
-        json={
-            "model": "slow-stream",
-            "messages": [{"role": "user", "content": "x"}],
-            "stream": True,
-        },
-        timeout=20,
-    ) as slow:
+    with raw_stream(stack, "slow-stream") as slow:
         next(slow.iter_lines())
         started = time.monotonic()
         assert ask(stack, "echo").choices[0].message.content.startswith("echo:")
