@@ -251,6 +251,26 @@ def member_add(*, actor: Actor, domain: Domain, email: str, role: Role) -> Membe
     return membership
 
 
+def _locked_member(domain: Domain, membership: Membership) -> Membership:
+    """The membership re-read under the domain's lock; gone meanwhile is a 404, not a 500."""
+    fresh = (
+        Membership.objects.select_related("role", "user")
+        .filter(pk=membership.pk, domain=domain)
+        .first()
+    )
+    if fresh is None:
+        raise NotFound("No such member.")
+    return fresh
+
+
+def _locked_invitation(domain: Domain, invitation: Invitation) -> Invitation:
+    """The invitation, locked; gone meanwhile is a 404, not a 500."""
+    fresh = Invitation.objects.select_for_update().filter(pk=invitation.pk, domain=domain).first()
+    if fresh is None:
+        raise NotFound("No such invitation.")
+    return fresh
+
+
 @transaction.atomic
 def member_change_role(
     *, actor: Actor, domain: Domain, membership: Membership, role: Role
@@ -258,9 +278,7 @@ def member_change_role(
     """Give a member another role; it applies from their next request."""
     _require(actor, permissions.MEMBERS_MANAGE)
     domain = _writable(actor, domain)
-    membership = Membership.objects.select_related("role", "user").get(
-        pk=membership.pk, domain=domain
-    )
+    membership = _locked_member(domain, membership)
     _usable_role(domain, role)
     _may_touch(actor, membership)
     _grantable(actor, role.permission_set, param="role")
@@ -278,9 +296,7 @@ def member_remove(*, actor: Actor, domain: Domain, membership: Membership) -> No
     """Remove a member from a domain; the last admin cannot be removed."""
     _require(actor, permissions.MEMBERS_MANAGE)
     domain = _writable(actor, domain)
-    membership = Membership.objects.select_related("role", "user").get(
-        pk=membership.pk, domain=domain
-    )
+    membership = _locked_member(domain, membership)
     _may_touch(actor, membership)
     _keep_an_admin(domain, replacing={membership.pk: None}, param="user")
     email = membership.user.email
@@ -488,7 +504,7 @@ def invitation_resend(
     """Mail a fresh link with a fresh expiry; the previous link stops working."""
     _require(actor, permissions.MEMBERS_MANAGE)
     domain = _writable(actor, domain)
-    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk, domain=domain)
+    invitation = _locked_invitation(domain, invitation)
     if invitation.status not in (Invitation.Status.PENDING, Invitation.Status.EXPIRED):
         raise Conflict(f"This invitation was {invitation.status}; send a new one.")
     _grantable(actor, invitation.role.permission_set, param="role")
@@ -515,7 +531,7 @@ def invitation_revoke(*, actor: Actor, domain: Domain, invitation: Invitation) -
     """Withdraw a pending invitation; its link stops working."""
     _require(actor, permissions.MEMBERS_MANAGE)
     domain = _writable(actor, domain)
-    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk, domain=domain)
+    invitation = _locked_invitation(domain, invitation)
     if invitation.status != Invitation.Status.PENDING:
         raise Conflict(f"This invitation was already {invitation.status}.")
     invitation.status = Invitation.Status.REVOKED

@@ -28,7 +28,7 @@ from domains.forms import (
     SignUpForm,
     apply_service_errors,
 )
-from domains.models import Domain
+from domains.models import Membership
 
 
 @require_http_methods(["GET", "POST"])
@@ -57,16 +57,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Domain “{domain.name}” created.")
             return redirect("domain", domain_id=domain.pk)
-    domains = (
-        Domain.objects.for_user(request.user)
-        .select_related()
-        .prefetch_related("memberships__role")
-        .order_by("name")
+    memberships = (
+        Membership.objects.filter(user=request.user, domain__deleted_at__isnull=True)
+        .select_related("domain", "role")
+        .order_by("domain__name")
     )
-    rows = [
-        (domain, next(m.role for m in domain.memberships.all() if m.user_id == request.user.pk))
-        for domain in domains
-    ]
+    rows = [(membership.domain, membership.role) for membership in memberships]
     invitations = selectors.invitation_list_for_user(user=request.user).count()
     return render(
         request,

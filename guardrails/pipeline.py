@@ -51,6 +51,10 @@ def extract_segments(payload: Any) -> tuple[list[Segment], list[Violation]]:
     return segments, violations
 
 
+# Content parts that carry media, not text; any other non-text part is refused.
+MEDIA_PARTS = frozenset({"image_url", "input_audio", "video_url", "file"})
+
+
 def _extract_message(
     index: int, message: dict[str, Any], segments: list[Segment], violations: list[Violation]
 ) -> None:
@@ -69,6 +73,9 @@ def _extract_message(
                     segments.append(Segment(index, part_index, role, text))
                 else:
                     violations.append(_structure("structure.invalid", index, part_index))
+            elif part["type"] not in MEDIA_PARTS:
+                # A part that may carry text the checks cannot see is refused, not passed on.
+                violations.append(_structure("structure.unscannable", index, part_index))
     elif content is not None:
         violations.append(_structure("structure.invalid", index))
 

@@ -89,11 +89,6 @@ def _deactivate_others(domain: Domain | None, keep: int | None) -> int | None:
     return previous.version
 
 
-def policy_validate(*, document: Any) -> Policy:
-    """Validate a document without saving it (the page's and API's dry run)."""
-    return _parse(document, 1)
-
-
 @transaction.atomic
 def policy_save(
     *, domain: Domain | None, document: Any, actor: Actor, activate: bool = True

@@ -37,7 +37,7 @@ class AttestationIn(Schema):
     @field_validator("nonce")
     @classmethod
     def _nonce(cls, value: str) -> str:
-        if not NONCE_RE.match(value):
+        if not NONCE_RE.fullmatch(value):
             raise ValueError("must be 64 hexadecimal characters (32 random bytes)")
         return value.lower()
 

@@ -163,7 +163,7 @@ async def _exchange(
     )
     call.target = target
     try:
-        if response.status >= 400:
+        if response.status >= 300:
             raise await upstream.normalised_error(response)
         yield response
     finally:
@@ -203,7 +203,7 @@ async def open_stream(call: Call, candidates, payload: dict):
     )
     call.target = target
     call.stream = True
-    if response.status >= 400:
+    if response.status >= 300:
         try:
             raise await upstream.normalised_error(response)
         finally:

@@ -17,10 +17,9 @@ import time
 from collections.abc import Callable
 
 import aiohttp
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 
+from inference.attestation import spki_of_certificate
 from inference.errors import APIError
 from inference.routing import Target, router
 
@@ -47,14 +46,7 @@ class SpkiPin(aiohttp.Fingerprint):
         if ssl_object is not None:
             der = ssl_object.getpeercert(binary_form=True) or b""
             try:
-                spki = (
-                    x509.load_der_x509_certificate(der)
-                    .public_key()
-                    .public_bytes(
-                        serialization.Encoding.DER,
-                        serialization.PublicFormat.SubjectPublicKeyInfo,
-                    )
-                )
+                spki = spki_of_certificate(der)
                 got = hashlib.sha256(spki).digest()
             except ValueError:
                 pass
@@ -157,10 +149,13 @@ async def open_response(
                     data=body_for(upstream_model),
                     headers=_headers(target, request_id, content_type),
                     ssl=ssl_for(target),
+                    allow_redirects=False,
                 ),
                 timeout=settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT,
             )
-        except (aiohttp.ClientConnectionError, TimeoutError, aiohttp.ClientPayloadError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Any client-side failure before an answer (refused, reset, a malformed status
+            # line, oversized headers) is the backend's fault: fail over.
             target.in_flight -= 1
             breaker.failure(time.monotonic())
             last_error = type(exc).__name__
@@ -211,8 +206,9 @@ async def normalised_error(response: aiohttp.ClientResponse) -> APIError:
     except (ValueError, aiohttp.ClientError, TimeoutError):
         pass
     status = response.status
-    if status >= 500:
-        # Upstream internals are not the client's business; keep the status family.
+    if status >= 500 or status < 400:
+        # Upstream internals (or a redirect, which a backend must not answer) are not the
+        # client's business.
         return APIError(502, "The backend failed to process the request.", type="server_error")
     if status not in (400, 401, 403, 404, 409, 413, 415, 422, 429):
         status = 400

@@ -27,7 +27,7 @@ TOKEN_RE = re.compile(
     rf"^{PREFIX}([0-9A-Za-z]{{{KEY_ID_LENGTH}}})_([0-9A-Za-z]{{{SECRET_LENGTH}}})"
     rf"([0-9A-Za-z]{{{CRC_LENGTH}}})$"
 )
-# Also used by the guardrails' secret detector and in documentation for secret scanners.
+# For secret scanners (tokens/README.md); tests/guardrails checks the guardrails catch real tokens.
 TOKEN_PATTERN = (
     rf"{PREFIX}[0-9A-Za-z]{{{KEY_ID_LENGTH}}}_[0-9A-Za-z]{{{SECRET_LENGTH + CRC_LENGTH}}}"
 )

@@ -1,7 +1,6 @@
 """Issuing, verifying, rotating and revoking personal access tokens."""
 
 import datetime
-import logging
 import uuid
 from dataclasses import dataclass
 
@@ -16,8 +15,6 @@ from domains import permissions
 from domains.models import Domain, Membership, User
 from tokens import keys
 from tokens.models import Token
-
-log = logging.getLogger(__name__)
 
 DEMO_TOKEN_NAME = "Demo token"  # noqa: S105 -- a display name.
 MAX_GRACE_SECONDS = 7 * 24 * 3600
@@ -178,14 +175,18 @@ def _forget(token: Token) -> None:
     cache.delete(_cache_key(token.key_id))
 
 
+@transaction.atomic
 def token_rotate(*, token: Token, grace_seconds: int = 0) -> str:
     """Give the token a new secret; the old one stops at once or after a grace period."""
+    # Lock the row and re-read it: a revocation that landed meanwhile must be seen.
+    list(Token.objects.select_for_update().filter(pk=token.pk).values_list("pk"))
+    token.refresh_from_db()
     if token.status != Token.Status.ACTIVE:
         raise Conflict("Only an active token can be rotated.", param="token")
     if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
         raise TokenInvalid({"grace_seconds": ["The grace period must be between 0 and 7 days."]})
-    plaintext, parsed = keys.generate()
-    parsed = keys.ParsedToken(token.key_id, parsed.secret)
+    _, fresh = keys.generate()
+    parsed = keys.ParsedToken(token.key_id, fresh.secret)
     plaintext = keys.compose(parsed)
     now = timezone.now()
     if grace_seconds:
@@ -196,8 +197,19 @@ def token_rotate(*, token: Token, grace_seconds: int = 0) -> str:
     token.pepper_id = keys.current_pepper_id()
     token.digest = keys.digest(parsed, token.pepper_id)
     token.rotated_at = now
-    token.save()
+    token.save(
+        update_fields=[
+            "digest",
+            "pepper_id",
+            "previous_digest",
+            "previous_pepper_id",
+            "previous_valid_until",
+            "rotated_at",
+        ]
+    )
+    # Now, and again once committed, so no replica caches the old secret in between.
     _forget(token)
+    transaction.on_commit(lambda: _forget(token))
     return plaintext
 
 
@@ -210,8 +222,9 @@ def token_revoke(*, token: Token) -> Token:
 
 
 def token_delete(*, token: Token) -> None:
-    _forget(token)
+    # Deleted first: a request in between must not cache the token again.
     token.delete()
+    _forget(token)
 
 
 def _cache_key(key_id: str) -> str:

@@ -7,6 +7,7 @@ tokens. Each operation parses input, calls `tokens.services` and shapes the outp
 
 import datetime
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
@@ -86,6 +87,9 @@ class TokenListCreate(TokenAPIView):
         expires_at = fields["expires_at"]
         if expires_at is None:
             days = fields["expires_in_days"]
+            if days is not None:
+                # Out-of-range days only need to fail the service's own check, not overflow.
+                days = max(-1, min(days, settings.CUBEAI_TOKEN_MAX_DAYS + 1))
             expires_at = (
                 services.default_expiry()
                 if days is None

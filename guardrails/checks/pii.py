@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
+import unicodedata
 from collections.abc import Callable, Iterator
 from importlib import import_module
 from typing import ClassVar
@@ -51,6 +53,12 @@ _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:
 # phone, IBAN and id patterns then run only in a small window around each run, which keeps
 # prose full of short numbers and dates cheap. `[0-9]` rather than `\d` lets the engine
 # skip ahead on its first-character set.
+# Every Unicode decimal digit outside ASCII, mapped to its ASCII digit.
+_DECIMAL_DIGITS = {
+    code: str(unicodedata.decimal(chr(code)))
+    for code in range(0x80, sys.maxunicode + 1)
+    if unicodedata.category(chr(code)) == "Nd"
+}
 _RUN = re.compile(r"[0-9](?:[ ().\-/]{0,2}[A-Z]?[0-9]){5,}+[A-Z]?|[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 # Text before a run that can belong to the entity: "+44 ", "(", an IBAN's "GB82WEST".
 _BEFORE = 12
@@ -182,6 +190,10 @@ class PII(Check):
     def scan(self, text: str) -> list[Finding]:
         opts = self._opts
         findings: list[Finding] = []
+        if not text.isascii():
+            # A card in Arabic-Indic or full-width digits is still a card. One character
+            # maps to one, so every offset found still points into the original text.
+            text = text.translate(_DECIMAL_DIGITS)
         if opts.email is not Action.ALLOW:
             self._scan_emails(text, findings)
         if opts.ip is not Action.ALLOW and text.count(":") >= 2:

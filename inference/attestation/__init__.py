@@ -11,7 +11,7 @@ store as JSON. Evidence usually comes from the agent's `/attestation` reply thro
 
 from .agent import AgentReply, AgentReplyError, parse_agent_reply
 from .base import Verifier
-from .binding import check_binding, report_data_for
+from .binding import check_binding, report_data_for, spki_of_certificate
 from .dispatch import configure, verifier_for, verify_evidence
 from .insecure import NoneVerifier
 from .policy import NonePolicy, Policy, SnpPolicy, SnpTcb, TdxPolicy, policy_from_json
@@ -46,6 +46,7 @@ __all__ = [
     "parse_agent_reply",
     "policy_from_json",
     "report_data_for",
+    "spki_of_certificate",
     "vcek_cache_key",
     "verifier_for",
     "verify_evidence",

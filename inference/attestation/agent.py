@@ -66,7 +66,8 @@ def parse_agent_reply(data: str | bytes | dict[str, Any]) -> AgentReply:
     try:
         raw = json.loads(data) if isinstance(data, str | bytes) else data
         reply = _ReplyIn.model_validate(raw)
-    except (ValueError, ValidationError) as exc:
+    except (ValueError, ValidationError, RecursionError) as exc:
+        # RecursionError: a hostile reply can nest JSON deeply enough to exhaust the stack.
         raise AgentReplyError(f"malformed attestation reply: {exc}") from None
     tee_type = TeeType.from_provider(reply.provider)
     if reply.confidential != (tee_type != TeeType.NONE):

@@ -24,9 +24,21 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from .results import VerificationResult
 
 REPORT_DATA_SIZE = 64
+
+
+def spki_of_certificate(der: bytes) -> bytes:
+    """The DER SubjectPublicKeyInfo of a DER certificate (the key the binding names)."""
+    return (
+        x509.load_der_x509_certificate(der)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 def report_data_for(nonce: bytes, tls_public_key_der: bytes) -> bytes:

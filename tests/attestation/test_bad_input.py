@@ -267,3 +267,10 @@ def test_random_bytes_never_pass_and_never_raise(tee_type, report, auxblob):
     assert result.failures
     # Each failure is a specific reason, not the verifier's catch-all for a crash.
     assert FailureCode.INTERNAL_ERROR not in codes(result)
+
+
+def test_a_deeply_nested_agent_reply_is_malformed_not_a_crash():
+    from inference.attestation import AgentReplyError, parse_agent_reply
+
+    with pytest.raises(AgentReplyError):
+        parse_agent_reply(b"[" * 100_000)

@@ -139,3 +139,38 @@ def test_deny_terms_apply_to_prompts():
     )
     decision = compile_policy(policy).check_input("what is project falcon?")
     assert decision.messages == "what is [REDACTED]?"
+
+
+def test_a_part_that_may_carry_unseen_text_is_refused(pipeline):
+    hidden = [{"role": "user", "content": [{"type": "input_text", "text": "AKIAIOSFODNN7EXAMPLE"}]}]
+    decision = pipeline.check_input(hidden)
+    assert decision.blocked and decision.violation_types == ("structure.unscannable",)
+    media = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}},
+                {"type": "text", "text": "What is this?"},
+            ],
+        }
+    ]
+    assert not pipeline.check_input(media).blocked
+
+
+@pytest.mark.parametrize(
+    "card",
+    ["٤١١١ ١١١١ ١١١١ ١١١١", "４１１１ １１１１ １１１１ １１１１", "४१११ ११११ ११११ ११११"],
+)
+def test_a_card_in_other_digits_is_still_a_card(pipeline, card):
+    decision = pipeline.check_input([{"role": "user", "content": f"pay with {card} today"}])
+    assert decision.messages == [{"role": "user", "content": "pay with [CARD] today"}]
+    assert pipeline.check_output(f"pay with {card} today").text == "pay with [CARD] today"
+
+
+def test_real_personal_access_tokens_are_caught_as_secrets(pipeline):
+    from tokens import keys
+
+    for _ in range(20):
+        token, _ = keys.generate()
+        decision = pipeline.check_output(f"here is my key {token} ok")
+        assert token not in (decision.text or ""), token

@@ -71,6 +71,8 @@ def test_it_accepts_an_explicit_expiry_date(api):
         ({"name": "   "}, "name"),
         ({"expires_in_days": -1}, "expires_at"),
         ({"expires_in_days": 366}, "expires_at"),
+        ({"expires_in_days": 10**9}, "expires_at"),
+        ({"expires_in_days": -(10**9)}, "expires_at"),
         ({"expires_in_days": None, "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
         ({"expires_at": "2030-01-01T00:00:00Z"}, "expires_at"),
         ({"scopes": []}, "scopes"),

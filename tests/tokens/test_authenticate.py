@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from cubeai.exceptions import AuthenticationFailed
+from cubeai.exceptions import AuthenticationFailed, Conflict
 from domains import permissions
 from domains.models import Membership, Role
 from tokens import keys, services
@@ -186,6 +186,17 @@ def test_a_rotated_token_stops_the_old_secret_at_once(alice, domain, pat):
     with pytest.raises(AuthenticationFailed):
         services.token_authenticate(old)
     assert services.token_authenticate(new).owner_id == alice.pk
+
+
+def test_rotating_a_stale_copy_never_revives_a_revoked_token(alice, domain, pat):
+    old = pat(alice)
+    stale = Token.objects.get()
+    services.token_revoke(token=Token.objects.get())
+    with pytest.raises(Conflict):
+        services.token_rotate(token=stale)
+    assert Token.objects.get().revoked_at is not None
+    with pytest.raises(AuthenticationFailed):
+        services.token_authenticate(old)
 
 
 def test_a_rotation_with_a_grace_period_keeps_the_old_secret_until_it_ends(alice, domain, pat):
