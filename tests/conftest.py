@@ -14,6 +14,32 @@ from domains.models import Domain, Membership, User
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(autouse=True)
+def _sqlite_writers_wait_their_turn(request):
+    """In tests that commit (transaction=True) beside the servers they start, take SQLite's
+    write lock when a transaction begins (IMMEDIATE). A deferred transaction that read first
+    fails at once with "database is locked" if another process wrote meanwhile; an immediate
+    one waits its turn. Tests wrapped in one transaction keep the default, or they would hold
+    the lock for the whole test."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not marker.kwargs.get("transaction"):
+        yield
+        return
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        yield
+        return
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    options["transaction_mode"] = "IMMEDIATE"
+    connection.transaction_mode = "IMMEDIATE"
+    try:
+        yield
+    finally:
+        options.pop("transaction_mode", None)
+        connection.transaction_mode = None
+
+
 @pytest.fixture
 def alice(db) -> User:
     return User.objects.create_user("alice@example.com", PASSWORD, name="Alice")
