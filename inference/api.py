@@ -18,6 +18,7 @@ from inference import guard, service
 from inference.context import caller_for
 from inference.errors import APIError, not_found_route
 from inference.limits import rate_limiter
+from inference.multipart import multipart_parse
 from inference.schemas import (
     ChatCompletionCreateParams,
     CompletionCreateParams,
@@ -194,6 +195,7 @@ def _audio_form(request: HttpRequest) -> tuple[dict[str, Any], Any]:
         raise APIError(
             415, "Audio endpoints take multipart/form-data.", code="unsupported_media_type"
         )
+    multipart_parse(request)
     upload = request.FILES.get("file")
     if upload is None:
         raise APIError(400, "The `file` field is required.", param="file")
