@@ -15,7 +15,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from inference.models import Backend
+
 LOCAL_BACKENDS = Path(settings.BASE_DIR) / "deploy" / "local-agent.yaml"
+LOCAL_BACKEND = "local-agent"
 
 
 class Command(BaseCommand):
@@ -34,6 +37,10 @@ class Command(BaseCommand):
         demo = json.loads(out.getvalue())
         if LOCAL_BACKENDS.exists() and not options["no_agent"]:
             call_command("apply_backends", str(LOCAL_BACKENDS), stdout=StringIO())
+            # The file names the agent's default port; route to the port this agent takes.
+            Backend.objects.filter(name=LOCAL_BACKEND).update(
+                base_url=f"http://127.0.0.1:{options['agent_port']}/v1"
+            )
         self._print_welcome(demo, options)
         python = sys.executable
         processes = {
@@ -73,7 +80,7 @@ class Command(BaseCommand):
         else:
             return
         health.backends_check_health()
-        backend = attest.attestable_backends().filter(name="local-agent").first()
+        backend = attest.attestable_backends().filter(name=LOCAL_BACKEND).first()
         if backend is not None:
             record = attest.backend_attest(
                 backend=backend, trigger=AttestationRecord.Trigger.ON_DEMAND
