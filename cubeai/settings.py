@@ -101,6 +101,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # The project itself: the platform's own commands (runplatform, bootstrap_demo).
+    "cubeai",
     "domains",
     "tokens",
     "inference",

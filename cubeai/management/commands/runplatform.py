@@ -15,7 +15,10 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from inference.models import Backend
+from inference import health
+from inference.attestation import selectors as attestation_selectors
+from inference.attestation import services as attestation_services
+from inference.models import AttestationRecord, Backend
 
 LOCAL_BACKENDS = Path(settings.BASE_DIR) / "deploy" / "local-agent.yaml"
 LOCAL_BACKEND = "local-agent"
@@ -67,9 +70,6 @@ class Command(BaseCommand):
     def _attest_when_up(self, port: int) -> None:
         """Once the local agent serves, record it healthy and challenge it, rather than wait
         for the periodic jobs (which may have found it still loading its models)."""
-        from inference import attest, health
-        from inference.models import AttestationRecord
-
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -80,9 +80,9 @@ class Command(BaseCommand):
         else:
             return
         health.backends_check_health()
-        backend = attest.attestable_backends().filter(name=LOCAL_BACKEND).first()
+        backend = attestation_selectors.attestable_backends().filter(name=LOCAL_BACKEND).first()
         if backend is not None:
-            record = attest.backend_attest(
+            record = attestation_services.backend_attest(
                 backend=backend, trigger=AttestationRecord.Trigger.ON_DEMAND
             )
             outcome = "not confidential, as declared" if record.ok else "FAILED"
