@@ -12,6 +12,8 @@ from django.db.backends.sqlite3 import base
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    """SQLite, making the database file's folder before it opens a connection."""
+
     def get_new_connection(self, conn_params):
         name = conn_params["database"]
         # Django opens every name as a URI; a plain path is a file, a `file:` URI is left alone.

@@ -236,10 +236,15 @@ def forms_gateway(django_db_blocker, tmp_path_factory):
     _stop(process)
 
 
-def _form(fields: int = 0, text_bytes: int = 0) -> bytes:
+def _form(fields: int = 0, text_bytes: int = 0, files: int = 0) -> bytes:
     body = b"".join(
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nv\r\n'.encode()
         for i in range(fields)
+    )
+    body += b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file{i}"; filename="{i}.wav"\r\n'
+        f"Content-Type: audio/wav\r\n\r\nRIFF\r\n".encode()
+        for i in range(files)
     )
     if text_bytes:
         body += (
@@ -257,6 +262,7 @@ def _form(fields: int = 0, text_bytes: int = 0) -> bytes:
         ("multipart/form-data; boundary=", b"xx", "Invalid boundary"),
         (f"multipart/form-data; boundary={'b' * 300}", b"xx", "Invalid boundary"),
         (f"multipart/form-data; boundary={BOUNDARY}", _form(fields=1001), "more than 1000 fields"),
+        (f"multipart/form-data; boundary={BOUNDARY}", _form(files=101), "more than 100 files"),
         (
             f"multipart/form-data; boundary={BOUNDARY}",
             _form(text_bytes=256 * 1024 + 1),
@@ -269,7 +275,16 @@ def _form(fields: int = 0, text_bytes: int = 0) -> bytes:
             "closing boundary",
         ),
     ],
-    ids=["no-boundary", "empty-boundary", "long-boundary", "fields", "text", "empty", "cut"],
+    ids=[
+        "no-boundary",
+        "empty-boundary",
+        "long-boundary",
+        "fields",
+        "files",
+        "text",
+        "empty",
+        "cut",
+    ],
 )
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
 def test_a_malformed_multipart_body_is_a_400_in_openais_envelope(
