@@ -18,10 +18,10 @@ from django.core.exceptions import (
 from django.http import HttpRequest
 from django.http.multipartparser import MultiPartParserError
 
-from inference.errors import APIError
+from inference.errors import InferenceError
 
 
-def _refusal(exc: Exception) -> APIError:
+def _refusal(exc: Exception) -> InferenceError:
     if isinstance(exc, TooManyFieldsSent):
         message = f"The form has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields."
     elif isinstance(exc, TooManyFilesSent):
@@ -34,13 +34,13 @@ def _refusal(exc: Exception) -> APIError:
         message = f"The multipart/form-data body is malformed: {str(exc)[:120]}"
     else:
         message = "The multipart/form-data body is malformed."
-    return APIError(400, message, code="invalid_multipart")
+    return InferenceError(message, code="invalid_multipart")
 
 
 def multipart_parse(request: HttpRequest) -> None:
     """Parse `request`'s multipart body now; `request.POST` and `request.FILES` then hold it.
 
-    Raises APIError (400) for any malformed body, with nothing read into the request.
+    Raises InferenceError (400) for any malformed body, with nothing read into the request.
     """
     try:
         request.FILES  # noqa: B018 -- touching it parses the body, the point of this call.
