@@ -147,8 +147,9 @@ async def open_response(
     request_id: str,
     body_for: BodyFor,
     content_type: str | None = "application/json",
-) -> tuple[Target, aiohttp.ClientResponse]:
-    """Send the request, failing over once; returns the backend and its open response.
+) -> tuple[Target, str, aiohttp.ClientResponse]:
+    """Send the request, failing over once; returns the backend, the model name it was
+    asked for, and its open response.
 
     `body_for(upstream_model)` builds the body for a deployment, since deployments may name
     the model differently. The caller must release the response.
@@ -191,7 +192,7 @@ async def open_response(
             breaker.failure(time.monotonic())
         else:
             breaker.success()
-        return target, response
+        return target, upstream_model, response
     raise NoBackend(
         "No backend could serve this request right now; please retry.",
         extra={"detail": last_error} if settings.DEBUG else None,
@@ -213,7 +214,7 @@ async def exchange(
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """A backend's answer that is not an error (an error is raised, normalised), released
     and counted done afterwards; `call.target` is the backend that answered."""
-    target, response = await open_response(
+    target, call.upstream_model, response = await open_response(
         candidates,
         call.endpoint.path,
         request_id=call.request_id,
@@ -234,7 +235,7 @@ async def open_stream(
     call: "Call", candidates: list[tuple[Target, str]], body_for: BodyFor
 ) -> aiohttp.ClientResponse:
     """A backend's event stream, open; the caller releases it and calls `done`."""
-    target, response = await open_response(
+    target, call.upstream_model, response = await open_response(
         candidates, call.endpoint.path, request_id=call.request_id, body_for=body_for
     )
     call.target = target
@@ -245,6 +246,37 @@ async def open_stream(
             response.release()
             done(target)
     return response
+
+
+# Backends whose `/tokenize` did not answer, and until when not to ask them again.
+_no_tokenize: dict[int, float] = {}
+
+
+async def count_prompt_tokens(target: Target, upstream_model: str, body: dict) -> int | None:
+    """The prompt's tokens as the backend counts them (vLLM's `POST /tokenize`, given the
+    request's `messages` or `prompt`), or None when it cannot say; asked at most once in
+    ten minutes of a backend that could not."""
+    now = time.monotonic()
+    if _no_tokenize.get(target.id, 0) > now:
+        return None
+    root = target.base_url.removesuffix("/v1")
+    try:
+        async with session().post(
+            f"{root}/tokenize",
+            json={**body, "model": upstream_model},
+            headers=_headers(target, "", None),
+            ssl=ssl_for(target),
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=settings.CUBEAI_UPSTREAM_CONNECT_TIMEOUT),
+        ) as response:
+            if response.status == 200:
+                count = (await response.json(content_type=None)).get("count")
+                if isinstance(count, int) and count >= 0:
+                    return count
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+        pass
+    _no_tokenize[target.id] = now + 600
+    return None
 
 
 # How backends word a prompt too long for the model's context (vLLM, llama.cpp, Ollama).
