@@ -350,6 +350,9 @@ CUBEAI_ATTESTATION_VCEK_CACHE_DIR = os.environ.get("CUBEAI_ATTESTATION_VCEK_CACH
 CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR = os.environ.get(
     "CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR", ""
 )
+# AMD's CRLs (`<product>.crl`, `<product>-vlek.crl`, from kdsintf.amd.com), refreshed by the
+# operator; checked when present, required by a policy's `require_crl`, never fetched.
+CUBEAI_ATTESTATION_AMD_CRL_DIR = os.environ.get("CUBEAI_ATTESTATION_AMD_CRL_DIR", "")
 CELERY_BEAT_SCHEDULE["attest-backends"] = {
     "task": "inference.tasks.attest_backends",
     "schedule": CUBEAI_ATTESTATION_PERIOD_SECONDS,

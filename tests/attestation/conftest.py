@@ -82,7 +82,7 @@ def tdx_evidence(version: int = 4, *, quote: bytes | None = None) -> Evidence:
 
 @pytest.fixture
 def milan_policy() -> dict:
-    return {"measurements": [MILAN_MEASUREMENT]}
+    return {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}
 
 
 @pytest.fixture

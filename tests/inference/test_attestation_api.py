@@ -137,14 +137,18 @@ def test_staff_manage_policy_versions_through_the_api(db, alice, served):
     url = f"/api/backends/{snp.name}/attestation/policy/"
 
     invalid = client.post(
-        url, {"document": {"measurements": ["xyz"]}}, content_type="application/json"
+        url,
+        {"document": {"measurements": ["xyz"], "min_tcb": "any"}},
+        content_type="application/json",
     )
     first = client.post(
-        url, {"document": {"measurements": [MILAN_MEASUREMENT]}}, content_type="application/json"
+        url,
+        {"document": {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}},
+        content_type="application/json",
     )
     second = client.post(
         url,
-        {"document": {"measurements": [MILAN_MEASUREMENT], "allow_debug": True}},
+        {"document": {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any", "allow_debug": True}},
         content_type="application/json",
     )
     listing = client.get(url).json()

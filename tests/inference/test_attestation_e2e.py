@@ -77,7 +77,7 @@ def test_routing_follows_verification_and_policy_changes(cast, tmp_path, simulat
             name="att-e2e-sim", base_url=f"{agent.url}/v1", kind="agent", tee_type="sev-snp"
         )
         serve("att-e2e-sim", backend)
-        good = {"measurements": [agent.measurement]}
+        good = {"measurements": [agent.measurement], "min_tcb": "any"}
         attest.attestation_policy_set(backend=backend, document=good)
 
         # Never attested: not routed.
@@ -91,7 +91,9 @@ def test_routing_follows_verification_and_policy_changes(cast, tmp_path, simulat
 
         # A policy the backend fails: out at once (the old verification is void), and the
         # challenge under the new policy records why.
-        attest.attestation_policy_set(backend=backend, document={"measurements": ["cd" * 48]})
+        attest.attestation_policy_set(
+            backend=backend, document={"measurements": ["cd" * 48], "min_tcb": "any"}
+        )
         assert chat(cast, "att-e2e-sim").status_code == 503
         record = attest.backend_attest(backend=backend, trigger="policy-change")
         assert not record.ok and record.policy_version == 2
@@ -131,7 +133,7 @@ def test_genuine_but_unbound_snp_evidence_is_never_routed(cast, tmp_path):
         )
         serve("att-e2e-snp", backend)
         attest.attestation_policy_set(
-            backend=backend, document={"measurements": [MILAN_MEASUREMENT]}
+            backend=backend, document={"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}
         )
 
         record = attest.backend_attest(backend=backend, trigger="on-demand")

@@ -152,13 +152,17 @@ def test_real_snp_evidence_fails_the_binding_and_a_wrong_measurement(tls_fake):
     tls_fake.behaviour = "snp"
     tls_fake.snp_evidence = snp_evidence("milan")
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
-    attest.attestation_policy_set(backend=row, document={"measurements": [MILAN_MEASUREMENT]})
+    attest.attestation_policy_set(
+        backend=row, document={"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}
+    )
 
     record = attest.backend_attest(backend=row, trigger="on-demand")
 
     assert "binding_mismatch" in codes(record)
     assert record.claims["measurement"] == MILAN_MEASUREMENT
-    attest.attestation_policy_set(backend=row, document={"measurements": ["00" * 48]})
+    attest.attestation_policy_set(
+        backend=row, document={"measurements": ["00" * 48], "min_tcb": "any"}
+    )
     record = attest.backend_attest(backend=row, trigger="on-demand")
     assert {"binding_mismatch", "measurement_mismatch"} <= codes(record)
     row.refresh_from_db()
@@ -169,7 +173,9 @@ def test_a_tee_backend_without_a_policy_or_without_tls_fails(fake, simulated_tee
     row = backend(fake.url, tee_type="sev-snp", allow_not_confidential=False)
 
     assert "no_policy" in codes(attest.backend_attest(backend=row, trigger="on-demand"))
-    attest.attestation_policy_set(backend=row, document={"measurements": [fake.measurement]})
+    attest.attestation_policy_set(
+        backend=row, document={"measurements": [fake.measurement], "min_tcb": "any"}
+    )
     record = attest.backend_attest(backend=row, trigger="on-demand")
     assert codes(record) == {"tls_key_mismatch"}
     assert "https" in record.failures[0]["message"]
@@ -177,7 +183,9 @@ def test_a_tee_backend_without_a_policy_or_without_tls_fails(fake, simulated_tee
 
 def test_a_simulated_tee_over_tls_is_verified_and_its_key_pinned(tls_fake, simulated_tee):
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
-    attest.attestation_policy_set(backend=row, document={"measurements": [tls_fake.measurement]})
+    attest.attestation_policy_set(
+        backend=row, document={"measurements": [tls_fake.measurement], "min_tcb": "any"}
+    )
 
     record = attest.backend_attest(backend=row, trigger="on-demand")
 
@@ -195,14 +203,18 @@ def test_a_key_that_differs_from_the_tls_certificate_fails(tls_fake, simulated_t
     (tmp_path / "other").mkdir()
     tls_fake.tls_key = spki_of(make_tls_pair(tmp_path / "other")[0])
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
-    attest.attestation_policy_set(backend=row, document={"measurements": [tls_fake.measurement]})
+    attest.attestation_policy_set(
+        backend=row, document={"measurements": [tls_fake.measurement], "min_tcb": "any"}
+    )
 
     assert codes(attest.backend_attest(backend=row, trigger="on-demand")) == {"tls_key_mismatch"}
 
 
 def test_a_new_key_is_recorded_as_a_key_change(tls_fake, simulated_tee, tmp_path):
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
-    attest.attestation_policy_set(backend=row, document={"measurements": [tls_fake.measurement]})
+    attest.attestation_policy_set(
+        backend=row, document={"measurements": [tls_fake.measurement], "min_tcb": "any"}
+    )
     attest.backend_attest(backend=row, trigger="on-demand")
     Backend.objects.filter(pk=row.pk).update(pinned_key_sha256="00" * 32)
 
