@@ -319,6 +319,7 @@ class SnpReport:
             "launch_tcb": self.launch_tcb.to_dict(),
             "launch_mit_vector": _hex_or_none(self.launch_mit_vector),
             "current_mit_vector": _hex_or_none(self.current_mit_vector),
+            "signature": {"r": f"{self.signature_r:096x}", "s": f"{self.signature_s:096x}"},
         }
 
 

@@ -8,6 +8,10 @@ platform's TCB status. We parse the TD report ourselves for the claims and the p
 The collateral (dcap-qvl `QuoteCollateralV3` JSON, as served by a PCCS) comes from the
 evidence's `auxblob` or from an operator-supplied cache keyed by the quote's FMSPC. It is
 all signed by Intel, so any source will do; no network is used.
+
+`check_tdx_policy` then judges the TD report, the TCB status and the advisories against the
+policy: MRTD, RTMRs, MRCONFIGID/MROWNER/MROWNERCONFIG, XFAM, TD_ATTRIBUTES (SEPT_VE_DISABLE
+and DEBUG), the minimum TEE_TCB_SVN, and the accepted statuses and advisories.
 """
 
 from __future__ import annotations
