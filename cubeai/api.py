@@ -11,8 +11,7 @@ from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
 
 from cubeai.exceptions import DomainError
-from inference.api import request_id_of, router
-from inference.api_attestation import router as attestation_router
+from inference.api import attestation_router, request_id_of, router
 from inference.errors import APIError, not_found_route
 
 log = logging.getLogger(__name__)

@@ -100,6 +100,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # The project itself: the platform's own commands (runplatform, bootstrap_demo).
+    "cubeai",
     "domains",
     "tokens",
     "inference",
@@ -335,7 +337,7 @@ CUBEAI_RATE_LIMIT_TOKEN_RPM = envint("CUBEAI_RATE_LIMIT_TOKEN_RPM", "600")
 CUBEAI_RATE_LIMIT_DOMAIN_RPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_RPM", "6000")
 DATA_UPLOAD_MAX_MEMORY_SIZE = CUBEAI_MAX_JSON_BYTES
 
-# Attestation of backends (inference/attest.py, inference/attestation/README.md).
+# Attestation of backends (inference/attestation/README.md).
 CUBEAI_ATTESTATION_PERIOD_SECONDS = envint("CUBEAI_ATTESTATION_PERIOD_SECONDS", "600")
 # How long a verification lets a backend route; past it the backend leaves routing even if
 # re-attestation never ran. Twice the period, so one late or failed run is not an outage.

@@ -16,7 +16,6 @@ urlpatterns = [
     path("proxy/", api.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    path("api/registry/", include("inference.registry_api")),
     path("api/", include("inference.urls_api")),
     path("api/", include("domains.urls_api")),
     path("api/", include("tokens.urls_api")),

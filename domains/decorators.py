@@ -10,6 +10,7 @@ from django.shortcuts import render
 
 from cubeai.exceptions import DomainError, NotFound, PermissionDenied
 from domains import selectors
+from domains.forms import apply_service_errors
 from domains.selectors import Actor
 
 
@@ -60,3 +61,18 @@ def domain_page(permission: str | None = None) -> Callable:
         return wrapper
 
     return decorate
+
+
+def form_service(form, call: Callable[[], object]) -> bool:
+    """Run a service call for a valid form; on a 400/409 show its errors on the form.
+
+    NotFound and PermissionDenied pass through, to become 404 and 403 in `domain_page`.
+    """
+    try:
+        call()
+    except (NotFound, PermissionDenied):
+        raise
+    except DomainError as exc:
+        apply_service_errors(form, exc)
+        return False
+    return True

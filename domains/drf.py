@@ -34,6 +34,13 @@ def exception_handler(exc, context):
     return drf_exception_handler(exc, context)
 
 
+def validated(serializer_class, request, **kwargs) -> dict:
+    """The request body validated by `serializer_class` (a 400 with field errors if not)."""
+    serializer = serializer_class(data=request.data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
     """The browsable API without the generated forms: our views are not model viewsets,
     so staff use the raw JSON form, which every view supports."""
@@ -87,6 +94,17 @@ class SessionOnly(drf_permissions.BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return bool(request.user and request.user.is_authenticated and request.auth is None)
+
+
+class StaffOnly(drf_permissions.BasePermission):
+    """Platform operators signed in through the browser: a personal access token never
+    carries staff rights, whatever its scopes."""
+
+    message = "Only platform staff, signed in, can do this."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and user.is_staff and request.auth is None)
 
 
 class InDomain(drf_permissions.BasePermission):

@@ -130,18 +130,6 @@ class RoleForm(forms.Form):
     )
 
 
-class ModelAccessForm(forms.Form):
-    ALLOWED = {"default": None, "allow": True, "deny": False}
-
-    model = forms.CharField(max_length=128, widget=forms.HiddenInput)
-    access = forms.ChoiceField(
-        choices=[("default", "Platform default"), ("allow", "Allow"), ("deny", "Deny")]
-    )
-
-    def allowed(self) -> bool | None:
-        return self.ALLOWED[self.cleaned_data["access"]]
-
-
 def apply_service_errors(form: forms.Form, exc) -> None:
     """Show a service's field errors on the form; errors for other fields go on top."""
     errors = getattr(exc, "errors", None) or {exc.param or "__all__": [exc.message]}

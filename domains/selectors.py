@@ -44,9 +44,8 @@ def domain_for_user(
 
     Raises NotFound when the domain is unknown or deleted, the user is not a member, or
     the token (`principal`, a `tokens.services.Principal`) may not act there; raises
-    PermissionDenied when the domain is disabled and the user is not an admin, or frozen
-    and a non-staff user wants to change something (`write`). Inference is a `write`.
-    Nothing is cached, so a role change takes effect on the next request.
+    PermissionDenied as `membership_rights` says. Inference is a `write`. Nothing is
+    cached, so a role change takes effect on the next request.
     """
     try:
         domain_uuid = uuid.UUID(str(domain_id))
@@ -54,26 +53,51 @@ def domain_for_user(
         raise NotFound(DOMAIN_NOT_FOUND) from None
     if user is None or not user.is_authenticated or not user.is_active:
         raise NotFound(DOMAIN_NOT_FOUND)
-    membership = (
-        Membership.objects.filter(user=user, domain_id=domain_uuid, domain__deleted_at__isnull=True)
-        .select_related("domain", "role")
-        .first()
-    )
+    if principal is not None and principal.owner_id != user.pk:
+        raise NotFound(DOMAIN_NOT_FOUND)
+    membership = membership_for(user_id=user.pk, domain_id=domain_uuid, principal=principal)
     if membership is None:
         raise NotFound(DOMAIN_NOT_FOUND)
+    return membership.domain, membership_rights(membership, principal=principal, write=write)
+
+
+def membership_for(
+    *, user_id: int, domain_id: str | uuid.UUID, principal=None
+) -> Membership | None:
+    """An active user's membership (with its domain, role and user) in a live domain, or
+    None; None as well when the token (`principal`) may not act in that domain."""
+    if principal is not None and not principal.may_act_in(str(domain_id)):
+        return None
+    return (
+        Membership.objects.filter(
+            user_id=user_id,
+            user__is_active=True,
+            domain_id=domain_id,
+            domain__deleted_at__isnull=True,
+        )
+        .select_related("domain", "role", "user")
+        .first()
+    )
+
+
+def membership_rights(membership: Membership, *, principal=None, write: bool) -> frozenset[str]:
+    """The rights in force for a member's request: the role's permissions, narrowed to the
+    token's scopes when a personal access token acts (`principal`). A token never exceeds
+    its owner. This is the one place rights are computed, for pages, the management API and
+    the OpenAI-compatible API alike.
+
+    Raises PermissionDenied when the domain is disabled and the member is not an admin, or
+    frozen and a non-staff member wants to change something (`write`).
+    """
     domain = membership.domain
-    granted = membership.role.permission_set
-    if principal is not None:
-        # A token: its scopes ∩ the role just loaded (tokens.services.effective_permissions
-        # computes the same from the database).
-        if principal.owner_id != user.pk or not principal.may_act_in(str(domain.pk)):
-            raise NotFound(DOMAIN_NOT_FOUND)
-        granted = principal.scopes & granted
     if domain.status == Domain.Status.DISABLED and not is_admin_role(membership.role):
         raise PermissionDenied("This domain is disabled.")
-    if domain.status == Domain.Status.FROZEN and write and not user.is_staff:
+    if domain.status == Domain.Status.FROZEN and write and not membership.user.is_staff:
         raise PermissionDenied("This domain is frozen; only platform staff can change it.")
-    return domain, frozenset(granted)
+    granted = membership.role.permission_set
+    if principal is not None:
+        granted = principal.scopes & granted
+    return frozenset(granted)
 
 
 def domain_list(*, user: User, principal=None) -> QuerySet[Domain]:
@@ -82,10 +106,6 @@ def domain_list(*, user: User, principal=None) -> QuerySet[Domain]:
     if principal is not None and not principal.all_domains:
         domains = domains.filter(pk__in=list(principal.domain_ids))
     return domains.order_by("name")
-
-
-def membership_for(*, user: User, domain: Domain) -> Membership | None:
-    return Membership.objects.filter(user=user, domain=domain).select_related("role").first()
 
 
 def member_list(*, domain: Domain) -> QuerySet[Membership]:
@@ -172,45 +192,6 @@ def invitation_for_token(*, token: str) -> Invitation:
     if invitation is None:
         raise NotFound("This invitation link is not valid.")
     return invitation
-
-
-@dataclass(frozen=True, slots=True)
-class ModelAccessRow:
-    """One model as a domain sees it: may it be used, and why."""
-
-    name: str
-    public: bool
-    allowed: bool
-    # True or False when the domain has an explicit rule, None when the default applies.
-    override: bool | None
-    description: str
-
-
-def model_access_list(*, domain: Domain, include_private: bool = False) -> list[ModelAccessRow]:
-    """Models the domain may see: public ones and private ones granted to it.
-
-    Platform staff (`include_private`) also see private models not granted yet, so they
-    can grant them. Rules of other domains are never read.
-    """
-    from inference.models import Model, ModelAccess
-
-    rules = dict(ModelAccess.objects.filter(domain=domain).values_list("model_id", "allowed"))
-    rows = []
-    for model in Model.objects.order_by("name"):
-        override = rules.get(model.pk)
-        allowed = override if override is not None else model.public
-        if not model.public and not allowed and not include_private:
-            continue
-        rows.append(
-            ModelAccessRow(
-                name=model.name,
-                public=model.public,
-                allowed=allowed,
-                override=override,
-                description=model.description,
-            )
-        )
-    return rows
 
 
 def audit_list(*, domain: Domain) -> QuerySet[AuditEvent]:

@@ -134,19 +134,6 @@ class InvitationAnswerIn(serializers.Serializer):
         return attrs
 
 
-class ModelAccessOut(serializers.Serializer):
-    name = serializers.CharField()
-    public = serializers.BooleanField()
-    allowed = serializers.BooleanField()
-    override = serializers.BooleanField(allow_null=True)
-    description = serializers.CharField()
-
-
-class ModelAccessIn(serializers.Serializer):
-    model = serializers.CharField(max_length=128)
-    allowed = serializers.BooleanField(allow_null=True)
-
-
 class AuditEventOut(serializers.ModelSerializer):
     actor = serializers.EmailField(source="actor.email", default=None)
 

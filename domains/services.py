@@ -1,4 +1,4 @@
-"""Writes to domains, memberships, roles, invitations and model access, each audited.
+"""Writes to domains, memberships, roles and invitations, each audited.
 
 Every service validates everything before it writes and runs in one transaction, so a
 refused request leaves no partial rows. Services check the actor's rights themselves,
@@ -50,7 +50,8 @@ def _full_clean(instance, **kwargs) -> None:
         raise _invalid_from(exc) from None
 
 
-def _require(actor: Actor, permission: str) -> None:
+def require_permission(actor: Actor, permission: str) -> None:
+    """Raise PermissionDenied unless the actor holds `permission` in the domain."""
     if not actor.has(permission):
         raise PermissionDenied(f"This needs the {permission} permission.")
 
@@ -63,7 +64,8 @@ def _lock(domain: Domain) -> Domain:
     return locked
 
 
-def _writable(actor: Actor, domain: Domain) -> Domain:
+def domain_writable(actor: Actor, domain: Domain) -> Domain:
+    """Lock the domain for a change; a frozen domain is changed only by platform staff."""
     domain = _lock(domain)
     if domain.status == Domain.Status.FROZEN and not actor.user.is_staff:
         raise PermissionDenied("This domain is frozen; only platform staff can change it.")
@@ -85,7 +87,7 @@ def _usable_role(domain: Domain, role: Role, *, param: str = "role") -> Role:
     return role
 
 
-def _audit(
+def audit_record(
     actor: Actor | None,
     domain: Domain,
     action: str,
@@ -94,6 +96,7 @@ def _audit(
     user: User | None = None,
     **details,
 ) -> None:
+    """Append an administrative action to the domain's audit trail (never any content)."""
     AuditEvent.objects.create(
         domain=domain,
         actor=actor.user if actor else user,
@@ -159,7 +162,7 @@ def domain_create(
         raise Invalid({"route": ["This route is taken."]}) from None
     role = role_builtin(name=permissions.ADMIN)
     Membership.objects.create(user=creator, domain=domain, role=role)
-    _audit(None, domain, "domain.create", domain.route, user=creator, name=domain.name)
+    audit_record(None, domain, "domain.create", domain.route, user=creator, name=domain.name)
     return domain
 
 
@@ -173,8 +176,8 @@ def domain_update(
     metadata: dict | None = None,
 ) -> Domain:
     """Rename a domain or change its tags and metadata. The route never changes."""
-    _require(actor, permissions.DOMAIN_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, permissions.DOMAIN_MANAGE)
+    domain = domain_writable(actor, domain)
     changed = []
     for field, value in (("name", name), ("tags", tags), ("metadata", metadata)):
         if value is None:
@@ -187,7 +190,7 @@ def domain_update(
     _full_clean(domain, validate_unique=False)
     if changed:
         domain.save(update_fields=[*changed, "updated_at"])
-        _audit(actor, domain, "domain.update", domain.route, fields=changed)
+        audit_record(actor, domain, "domain.update", domain.route, fields=changed)
     return domain
 
 
@@ -199,25 +202,25 @@ def domain_set_status(*, actor: Actor, domain: Domain, status: str) -> Domain:
     domain = _lock(domain)
     if Domain.Status.FROZEN in (domain.status, status) and not actor.user.is_staff:
         raise PermissionDenied("Only platform staff can freeze or unfreeze a domain.")
-    _require(actor, permissions.DOMAIN_MANAGE)
+    require_permission(actor, permissions.DOMAIN_MANAGE)
     if domain.status != status:
         previous, domain.status = domain.status, status
         domain.save(update_fields=["status", "updated_at"])
-        _audit(actor, domain, "domain.status", domain.route, old=previous, new=status)
+        audit_record(actor, domain, "domain.status", domain.route, old=previous, new=status)
     return domain
 
 
 @transaction.atomic
 def domain_delete(*, actor: Actor, domain: Domain) -> Domain:
     """Delete a domain softly: it disappears for everyone, and its route is never reused."""
-    _require(actor, permissions.DOMAIN_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, permissions.DOMAIN_MANAGE)
+    domain = domain_writable(actor, domain)
     domain.deleted_at = timezone.now()
     domain.save(update_fields=["deleted_at", "updated_at"])
     Invitation.objects.filter(domain=domain, status=Invitation.Status.PENDING).update(
         status=Invitation.Status.REVOKED, responded_at=domain.deleted_at
     )
-    _audit(actor, domain, "domain.delete", domain.route)
+    audit_record(actor, domain, "domain.delete", domain.route)
     return domain
 
 
@@ -233,8 +236,8 @@ def _may_touch(actor: Actor, membership: Membership) -> None:
 @transaction.atomic
 def member_add(*, actor: Actor, domain: Domain, email: str, role: Role) -> Membership:
     """Add an existing user to a domain with a role."""
-    _require(actor, permissions.MEMBERS_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, permissions.MEMBERS_MANAGE)
+    domain = domain_writable(actor, domain)
     _usable_role(domain, role)
     _grantable(actor, role.permission_set, param="role")
     user = User.objects.filter(email__iexact=(email or "").strip(), is_active=True).first()
@@ -247,7 +250,7 @@ def member_add(*, actor: Actor, domain: Domain, email: str, role: Role) -> Membe
     Invitation.objects.filter(
         domain=domain, email__iexact=user.email, status=Invitation.Status.PENDING
     ).update(status=Invitation.Status.REVOKED, responded_at=timezone.now())
-    _audit(actor, domain, "member.add", user.email, role=role.name)
+    audit_record(actor, domain, "member.add", user.email, role=role.name)
     return membership
 
 
@@ -276,8 +279,8 @@ def member_change_role(
     *, actor: Actor, domain: Domain, membership: Membership, role: Role
 ) -> Membership:
     """Give a member another role; it applies from their next request."""
-    _require(actor, permissions.MEMBERS_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, permissions.MEMBERS_MANAGE)
+    domain = domain_writable(actor, domain)
     membership = _locked_member(domain, membership)
     _usable_role(domain, role)
     _may_touch(actor, membership)
@@ -287,21 +290,23 @@ def member_change_role(
         previous = membership.role.name
         membership.role = role
         membership.save(update_fields=["role"])
-        _audit(actor, domain, "member.role", membership.user.email, old=previous, new=role.name)
+        audit_record(
+            actor, domain, "member.role", membership.user.email, old=previous, new=role.name
+        )
     return membership
 
 
 @transaction.atomic
 def member_remove(*, actor: Actor, domain: Domain, membership: Membership) -> None:
     """Remove a member from a domain; the last admin cannot be removed."""
-    _require(actor, permissions.MEMBERS_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, permissions.MEMBERS_MANAGE)
+    domain = domain_writable(actor, domain)
     membership = _locked_member(domain, membership)
     _may_touch(actor, membership)
     _keep_an_admin(domain, replacing={membership.pk: None}, param="user")
     email = membership.user.email
     membership.delete()
-    _audit(actor, domain, "member.remove", email)
+    audit_record(actor, domain, "member.remove", email)
 
 
 # Roles ---------------------------------------------------------------------------------
@@ -342,12 +347,12 @@ def role_create(*, actor: Actor, domain: Domain, name: str, permissions: list[st
     """Define a custom role: a named set of permissions, usable only in this domain."""
     from domains import permissions as perms
 
-    _require(actor, perms.MEMBERS_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, perms.MEMBERS_MANAGE)
+    domain = domain_writable(actor, domain)
     name, granted = _validate_role(domain, name=name, granted=permissions)
     _grantable(actor, set(granted), param="permissions")
     role = Role.objects.create(domain=domain, name=name, permissions=granted)
-    _audit(actor, domain, "role.create", name, permissions=granted)
+    audit_record(actor, domain, "role.create", name, permissions=granted)
     return role
 
 
@@ -363,8 +368,8 @@ def role_update(
     """Rename a custom role or change its permissions; members holding it follow at once."""
     from domains import permissions as perms
 
-    _require(actor, perms.MEMBERS_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, perms.MEMBERS_MANAGE)
+    domain = domain_writable(actor, domain)
     _custom(domain, role)
     if not role.permission_set <= actor.permissions:
         raise PermissionDenied("This role holds rights that you do not hold.")
@@ -381,15 +386,15 @@ def role_update(
     old = sorted(role.permissions)
     role.name, role.permissions = name, granted
     role.save(update_fields=["name", "permissions"])
-    _audit(actor, domain, "role.update", name, old=old, new=granted)
+    audit_record(actor, domain, "role.update", name, old=old, new=granted)
     return role
 
 
 @transaction.atomic
 def role_delete(*, actor: Actor, domain: Domain, role: Role) -> None:
     """Delete a custom role that no member or pending invitation uses."""
-    _require(actor, permissions.MEMBERS_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, permissions.MEMBERS_MANAGE)
+    domain = domain_writable(actor, domain)
     _custom(domain, role)
     if not role.permission_set <= actor.permissions:
         raise PermissionDenied("This role holds rights that you do not hold.")
@@ -402,7 +407,7 @@ def role_delete(*, actor: Actor, domain: Domain, role: Role) -> None:
     # Answered invitations keep a reference to their role; they go with it.
     role.invitations.exclude(status=Invitation.Status.PENDING).delete()
     role.delete()
-    _audit(actor, domain, "role.delete", name)
+    audit_record(actor, domain, "role.delete", name)
 
 
 def _custom(domain: Domain, role: Role) -> None:
@@ -459,8 +464,8 @@ def invitation_send(
 
     The token is mailed and returned once; only its SHA-256 digest is stored.
     """
-    _require(actor, permissions.MEMBERS_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, permissions.MEMBERS_MANAGE)
+    domain = domain_writable(actor, domain)
     email = (email or "").strip().lower()
     try:
         validate_email(email)
@@ -493,7 +498,7 @@ def invitation_send(
         expires_at=timezone.now() + datetime.timedelta(days=days),
     )
     _send_invitation_mail(invitation, token=token, link_base=link_base)
-    _audit(actor, domain, "invitation.send", email, role=role.name, invitation=invitation.pk)
+    audit_record(actor, domain, "invitation.send", email, role=role.name, invitation=invitation.pk)
     return invitation, token
 
 
@@ -502,8 +507,8 @@ def invitation_resend(
     *, actor: Actor, domain: Domain, invitation: Invitation, link_base: str
 ) -> tuple[Invitation, str]:
     """Mail a fresh link with a fresh expiry; the previous link stops working."""
-    _require(actor, permissions.MEMBERS_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, permissions.MEMBERS_MANAGE)
+    domain = domain_writable(actor, domain)
     invitation = _locked_invitation(domain, invitation)
     if invitation.status not in (Invitation.Status.PENDING, Invitation.Status.EXPIRED):
         raise Conflict(f"This invitation was {invitation.status}; send a new one.")
@@ -522,22 +527,22 @@ def invitation_resend(
     invitation.expires_at = timezone.now() + datetime.timedelta(days=INVITATION_DAYS)
     invitation.save(update_fields=["token_digest", "status", "expires_at"])
     _send_invitation_mail(invitation, token=token, link_base=link_base)
-    _audit(actor, domain, "invitation.resend", invitation.email, invitation=invitation.pk)
+    audit_record(actor, domain, "invitation.resend", invitation.email, invitation=invitation.pk)
     return invitation, token
 
 
 @transaction.atomic
 def invitation_revoke(*, actor: Actor, domain: Domain, invitation: Invitation) -> Invitation:
     """Withdraw a pending invitation; its link stops working."""
-    _require(actor, permissions.MEMBERS_MANAGE)
-    domain = _writable(actor, domain)
+    require_permission(actor, permissions.MEMBERS_MANAGE)
+    domain = domain_writable(actor, domain)
     invitation = _locked_invitation(domain, invitation)
     if invitation.status != Invitation.Status.PENDING:
         raise Conflict(f"This invitation was already {invitation.status}.")
     invitation.status = Invitation.Status.REVOKED
     invitation.responded_at = timezone.now()
     invitation.save(update_fields=["status", "responded_at"])
-    _audit(actor, domain, "invitation.revoke", invitation.email, invitation=invitation.pk)
+    audit_record(actor, domain, "invitation.revoke", invitation.email, invitation=invitation.pk)
     return invitation
 
 
@@ -572,7 +577,9 @@ def invitation_accept(*, user: User, invitation: Invitation) -> Membership:
     invitation.status = Invitation.Status.ACCEPTED
     invitation.responded_at = timezone.now()
     invitation.save(update_fields=["status", "responded_at"])
-    _audit(None, domain, "invitation.accept", user.email, user=user, role=invitation.role.name)
+    audit_record(
+        None, domain, "invitation.accept", user.email, user=user, role=invitation.role.name
+    )
     return membership
 
 
@@ -583,41 +590,5 @@ def invitation_decline(*, user: User, invitation: Invitation) -> Invitation:
     invitation.status = Invitation.Status.DECLINED
     invitation.responded_at = timezone.now()
     invitation.save(update_fields=["status", "responded_at"])
-    _audit(None, invitation.domain, "invitation.decline", user.email, user=user)
+    audit_record(None, invitation.domain, "invitation.decline", user.email, user=user)
     return invitation
-
-
-# Model access --------------------------------------------------------------------------
-
-
-@transaction.atomic
-def model_access_set(*, actor: Actor, domain: Domain, model: str, allowed: bool | None):
-    """Allow or deny a model in a domain; `None` goes back to the platform's default.
-
-    Domain admins may deny public models and restore them; only platform staff may grant
-    a private model. A private model the domain cannot see is reported as unknown.
-    """
-    from inference.models import Model, ModelAccess
-
-    _require(actor, permissions.DOMAIN_MANAGE)
-    domain = _writable(actor, domain)
-    target = Model.objects.filter(name=model).first()
-    rule = ModelAccess.objects.filter(domain=domain, model=target).first() if target else None
-    visible = target is not None and (
-        target.public or actor.user.is_staff or (rule and rule.allowed)
-    )
-    if not visible:
-        raise Invalid({"model": ["No such model."]})
-    if allowed is not None and not isinstance(allowed, bool):
-        raise Invalid({"allowed": ["Give true, false or null."]})
-    if allowed and not target.public and not actor.user.is_staff and not (rule and rule.allowed):
-        raise PermissionDenied("Only platform staff can grant a private model.", param="model")
-    # A rule is kept only where it differs from the platform's default.
-    if allowed is None or allowed == target.public:
-        ModelAccess.objects.filter(domain=domain, model=target).delete()
-    else:
-        ModelAccess.objects.update_or_create(
-            domain=domain, model=target, defaults={"allowed": allowed}
-        )
-    _audit(actor, domain, "model_access.set", target.name, allowed=allowed)
-    return target

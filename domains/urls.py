@@ -18,8 +18,6 @@ domain_pages = [
     ("invitations/", views.domain_invitations, "domain_invitations"),
     ("invitations/<int:invitation_id>/revoke/", views.invitation_revoke, "invitation_revoke"),
     ("invitations/<int:invitation_id>/resend/", views.invitation_resend, "invitation_resend"),
-    ("models/", views.domain_models, "domain_models"),
-    ("models/set/", views.model_access_set, "model_access_set"),
     ("audit/", views.domain_audit, "domain_audit"),
 ]
 

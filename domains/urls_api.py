@@ -34,7 +34,6 @@ urlpatterns = [
         views.InvitationResendView.as_view(),
         name="api-invitation-resend",
     ),
-    path("domains/<uuid:domain_id>/models/", views.ModelAccessView.as_view(), name="api-models"),
     path("domains/<uuid:domain_id>/audit/", views.AuditListView.as_view(), name="api-audit"),
     path("invitations/", views.MyInvitationListView.as_view(), name="api-my-invitations"),
     path("invitations/accept/", views.InvitationAcceptView.as_view(), name="api-invitation-accept"),

@@ -1,5 +1,5 @@
 """Pages: sign-up, the dashboard, and each domain's overview, settings, members, roles,
-invitations, model access and audit log; the invitee's side of invitations.
+invitations and audit log; the invitee's side of invitations.
 
 Every domain page goes through `domain_page`, which resolves the domain once and maps
 the services' exceptions to HTTP; the views only parse a form, call a service, render.
@@ -12,9 +12,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from cubeai.exceptions import DomainError, NotFound, PermissionDenied
+from cubeai.exceptions import DomainError
 from domains import permissions, selectors, services
-from domains.decorators import domain_page, page_errors
+from domains.decorators import domain_page, form_service, page_errors
 from domains.forms import (
     DomainCreateForm,
     DomainDeleteForm,
@@ -23,7 +23,6 @@ from domains.forms import (
     InvitationForm,
     MemberAddForm,
     MemberRoleForm,
-    ModelAccessForm,
     RoleForm,
     SignUpForm,
     apply_service_errors,
@@ -76,28 +75,13 @@ def _invalid(request: HttpRequest, template: str, context: dict) -> HttpResponse
     return render(request, template, context, status=400)
 
 
-def _service(form, call) -> bool:
-    """Run a service call for a valid form; on a 400/409 show its errors on the form.
-
-    NotFound and PermissionDenied pass through, to become 404 and 403 in `domain_page`.
-    """
-    try:
-        call()
-    except (NotFound, PermissionDenied):
-        raise
-    except DomainError as exc:
-        apply_service_errors(form, exc)
-        return False
-    return True
-
-
 # Overview and settings -----------------------------------------------------------------
 
 
 @domain_page()
 @require_GET
 def domain_overview(request: HttpRequest) -> HttpResponse:
-    membership = selectors.membership_for(user=request.user, domain=request.domain)
+    membership = selectors.membership_for(user_id=request.user.pk, domain_id=request.domain.pk)
     return render(
         request,
         "domains/overview.html",
@@ -145,7 +129,7 @@ def _settings_context(request: HttpRequest, **forms) -> dict:
 def domain_settings(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = DomainSettingsForm(request.POST)
-        if form.is_valid() and _service(
+        if form.is_valid() and form_service(
             form,
             lambda: services.domain_update(
                 actor=request.actor, domain=request.domain, **form.cleaned_data
@@ -163,7 +147,7 @@ def domain_settings(request: HttpRequest) -> HttpResponse:
 @require_POST
 def domain_status(request: HttpRequest) -> HttpResponse:
     form = DomainStatusForm(request.POST, staff=request.user.is_staff)
-    if form.is_valid() and _service(
+    if form.is_valid() and form_service(
         form,
         lambda: services.domain_set_status(
             actor=request.actor, domain=request.domain, status=form.cleaned_data["status"]
@@ -178,7 +162,7 @@ def domain_status(request: HttpRequest) -> HttpResponse:
 @require_POST
 def domain_delete(request: HttpRequest) -> HttpResponse:
     form = DomainDeleteForm(request.POST, domain=request.domain)
-    if form.is_valid() and _service(
+    if form.is_valid() and form_service(
         form, lambda: services.domain_delete(actor=request.actor, domain=request.domain)
     ):
         messages.success(request, f"Domain “{request.domain.name}” deleted.")
@@ -206,7 +190,7 @@ def _members_context(request: HttpRequest, form: MemberAddForm | None = None) ->
 def domain_members(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = MemberAddForm(request.POST, domain=request.domain)
-        if form.is_valid() and _service(
+        if form.is_valid() and form_service(
             form,
             lambda: services.member_add(
                 actor=request.actor,
@@ -226,7 +210,7 @@ def domain_members(request: HttpRequest) -> HttpResponse:
 def member_role(request: HttpRequest, user_id: int) -> HttpResponse:
     membership = selectors.member_get(domain=request.domain, user_id=user_id)
     form = MemberRoleForm(request.POST, domain=request.domain)
-    if form.is_valid() and _service(
+    if form.is_valid() and form_service(
         form,
         lambda: services.member_change_role(
             actor=request.actor,
@@ -266,7 +250,7 @@ def _roles_context(request: HttpRequest, form: RoleForm | None = None) -> dict:
 def domain_roles(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = RoleForm(request.POST)
-        if form.is_valid() and _service(
+        if form.is_valid() and form_service(
             form,
             lambda: services.role_create(
                 actor=request.actor,
@@ -289,7 +273,7 @@ def role_edit(request: HttpRequest, role_id: int) -> HttpResponse:
         request.POST or None, initial={"name": role.name, "permissions": role.permissions}
     )
     if request.method == "POST":
-        if form.is_valid() and _service(
+        if form.is_valid() and form_service(
             form,
             lambda: services.role_update(
                 actor=request.actor,
@@ -334,7 +318,7 @@ def _invitations_context(request: HttpRequest, form: InvitationForm | None = Non
 def domain_invitations(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = InvitationForm(request.POST, domain=request.domain)
-        if form.is_valid() and _service(
+        if form.is_valid() and form_service(
             form,
             lambda: services.invitation_send(
                 actor=request.actor,
@@ -373,47 +357,7 @@ def invitation_resend(request: HttpRequest, invitation_id: int) -> HttpResponse:
     return redirect("domain_invitations", domain_id=request.domain.pk)
 
 
-# Model access and audit ----------------------------------------------------------------
-
-
-@domain_page(permissions.MODELS_READ)
-@require_GET
-def domain_models(request: HttpRequest) -> HttpResponse:
-    rows = selectors.model_access_list(domain=request.domain, include_private=request.user.is_staff)
-    return render(
-        request,
-        "domains/models.html",
-        {
-            "domain": request.domain,
-            "rows": rows,
-            "can_manage": permissions.DOMAIN_MANAGE in request.granted,
-        },
-    )
-
-
-@domain_page(permissions.DOMAIN_MANAGE)
-@require_POST
-def model_access_set(request: HttpRequest) -> HttpResponse:
-    form = ModelAccessForm(request.POST)
-    if form.is_valid() and _service(
-        form,
-        lambda: services.model_access_set(
-            actor=request.actor,
-            domain=request.domain,
-            model=form.cleaned_data["model"],
-            allowed=form.allowed(),
-        ),
-    ):
-        messages.success(request, f"Access to {form.cleaned_data['model']} saved.")
-        return redirect("domain_models", domain_id=request.domain.pk)
-    for errors in form.errors.values():
-        messages.error(request, " ".join(errors))
-    rows = selectors.model_access_list(domain=request.domain, include_private=request.user.is_staff)
-    return _invalid(
-        request,
-        "domains/models.html",
-        {"domain": request.domain, "rows": rows, "can_manage": True},
-    )
+# Audit ---------------------------------------------------------------------------------
 
 
 @domain_page(permissions.AUDIT_READ)

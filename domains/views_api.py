@@ -9,7 +9,7 @@ from rest_framework.response import Response
 
 from cubeai.exceptions import NotFound, PermissionDenied
 from domains import permissions, selectors, services
-from domains.drf import APIView, DomainAPIView, SessionOnly
+from domains.drf import APIView, DomainAPIView, SessionOnly, validated
 from domains.models import Role
 from domains.serializers import (
     AuditEventOut,
@@ -22,19 +22,11 @@ from domains.serializers import (
     MemberAddIn,
     MemberChangeIn,
     MemberOut,
-    ModelAccessIn,
-    ModelAccessOut,
     MyInvitationOut,
     RoleIn,
     RoleOut,
     RoleUpdateIn,
 )
-
-
-def _valid(serializer_class, request, **kwargs) -> dict:
-    serializer = serializer_class(data=request.data, **kwargs)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def _role_in_body(domain, role_id: int) -> Role:
@@ -82,7 +74,7 @@ class DomainListView(APIView):
 
     @extend_schema(request=DomainCreateIn, responses={201: DomainOut})
     def post(self, request):
-        data = _valid(DomainCreateIn, request)
+        data = validated(DomainCreateIn, request)
         domain = services.domain_create(creator=request.user, **data)
         _, granted = selectors.domain_for_user(user=request.user, domain_id=domain.pk)
         out = DomainOut(domain, context={"permissions": {domain.pk: granted}})
@@ -103,7 +95,7 @@ class DomainDetailView(DomainAPIView):
 
     @extend_schema(request=DomainUpdateIn)
     def patch(self, request, domain_id):
-        data = _valid(DomainUpdateIn, request)
+        data = validated(DomainUpdateIn, request)
         new_status = data.pop("status", None)
         with transaction.atomic():
             domain = services.domain_update(actor=self.actor, domain=self.domain, **data)
@@ -132,7 +124,7 @@ class MemberListView(DomainAPIView):
 
     @extend_schema(request=MemberAddIn, responses={201: MemberOut})
     def post(self, request, domain_id):
-        data = _valid(MemberAddIn, request)
+        data = validated(MemberAddIn, request)
         membership = services.member_add(
             actor=self.actor,
             domain=self.domain,
@@ -152,7 +144,7 @@ class MemberDetailView(DomainAPIView):
     @extend_schema(request=MemberChangeIn)
     def patch(self, request, domain_id, user_id):
         membership = selectors.member_get(domain=self.domain, user_id=user_id)
-        data = _valid(MemberChangeIn, request)
+        data = validated(MemberChangeIn, request)
         membership = services.member_change_role(
             actor=self.actor,
             domain=self.domain,
@@ -182,7 +174,7 @@ class RoleListView(DomainAPIView):
 
     @extend_schema(request=RoleIn, responses={201: RoleOut})
     def post(self, request, domain_id):
-        data = _valid(RoleIn, request)
+        data = validated(RoleIn, request)
         role = services.role_create(actor=self.actor, domain=self.domain, **data)
         return Response(RoleOut(role).data, status=status.HTTP_201_CREATED)
 
@@ -197,7 +189,7 @@ class RoleDetailView(DomainAPIView):
     @extend_schema(request=RoleUpdateIn)
     def patch(self, request, domain_id, role_id):
         role = selectors.role_get(domain=self.domain, role_id=role_id)
-        data = _valid(RoleUpdateIn, request)
+        data = validated(RoleUpdateIn, request)
         role = services.role_update(actor=self.actor, domain=self.domain, role=role, **data)
         return Response(RoleOut(role).data)
 
@@ -223,7 +215,7 @@ class InvitationListView(DomainAPIView):
 
     @extend_schema(request=InvitationIn, responses={201: InvitationOut})
     def post(self, request, domain_id):
-        data = _valid(InvitationIn, request)
+        data = validated(InvitationIn, request)
         invitation, _ = services.invitation_send(
             actor=self.actor,
             domain=self.domain,
@@ -268,30 +260,7 @@ class InvitationResendView(DomainAPIView):
         return Response(InvitationOut(invitation).data)
 
 
-# Model access and audit ----------------------------------------------------------------
-
-
-class ModelAccessView(DomainAPIView):
-    """Models the domain may use; POST sets one model's rule (`allowed: null` resets it)."""
-
-    serializer_class = ModelAccessOut
-    permission_by_method = {"GET": permissions.MODELS_READ, "POST": permissions.DOMAIN_MANAGE}
-
-    def _rows(self):
-        rows = selectors.model_access_list(
-            domain=self.domain, include_private=self.request.user.is_staff
-        )
-        return ModelAccessOut(rows, many=True).data
-
-    @extend_schema(responses=ModelAccessOut(many=True))
-    def get(self, request, domain_id):
-        return Response(self._rows())
-
-    @extend_schema(request=ModelAccessIn, responses=ModelAccessOut(many=True))
-    def post(self, request, domain_id):
-        data = _valid(ModelAccessIn, request)
-        services.model_access_set(actor=self.actor, domain=self.domain, **data)
-        return Response(self._rows())
+# Audit ---------------------------------------------------------------------------------
 
 
 class AuditPagination(LimitOffsetPagination):
@@ -333,7 +302,7 @@ class _InvitationAnswerView(APIView):
     permission_classes = [IsAuthenticated, SessionOnly]
 
     def _invitation(self, request):
-        data = _valid(InvitationAnswerIn, request)
+        data = validated(InvitationAnswerIn, request)
         if data.get("token"):
             return selectors.invitation_for_token(token=data["token"])
         return selectors.invitation_get_for_user(user=request.user, invitation_id=data["id"])

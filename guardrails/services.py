@@ -4,7 +4,7 @@ Every save validates the whole document first (`guardrails.validate_policy`, whi
 refuses unsafe admin regexes) and writes in one transaction, so a refused policy leaves no
 row behind. Versions are never edited: each save is a new version number, and activating a
 version deactivates the previous one in the same transaction. The gateway's routing
-snapshot reads the active rows (`inference.routing.load_guardrails`), so a change reaches
+snapshot reads the active rows (`inference.registry.load_guardrails`), so a change reaches
 every process within one snapshot refresh.
 """
 
@@ -18,7 +18,7 @@ from cubeai.exceptions import Conflict, DomainError, NotFound, PermissionDenied
 from domains import permissions
 from domains.models import Domain
 from domains.selectors import Actor
-from domains.services import _audit, _writable
+from domains.services import audit_record, domain_writable
 from guardrails import DEFAULT_POLICY, Policy, PolicyError, validate_policy
 from guardrails.models import GuardrailPolicy
 
@@ -99,7 +99,7 @@ def policy_save(
     """
     _require_manage(actor, domain)
     if domain is not None:
-        domain = _writable(actor, domain)
+        domain = domain_writable(actor, domain)
     # Lock the scope's versions so two concurrent saves cannot take the same number; the
     # unique constraint catches what the lock cannot (the first save of an empty scope).
     # (No ordering: Meta's orders by the nullable domain, an outer join PostgreSQL will not lock.)
@@ -119,7 +119,7 @@ def policy_save(
     except IntegrityError:
         raise Conflict("Another change to this policy was saved at the same time; retry.") from None
     if domain is not None:
-        _audit(
+        audit_record(
             actor,
             domain,
             "guardrails.save",
@@ -137,7 +137,7 @@ def policy_activate(*, domain: Domain | None, version: int, actor: Actor) -> Gua
     """Make an earlier (or inactive) version the one in force; validated again first."""
     _require_manage(actor, domain)
     if domain is not None:
-        domain = _writable(actor, domain)
+        domain = domain_writable(actor, domain)
     row = _rows(domain).order_by().select_for_update().filter(version=version).first()
     if row is None:
         raise NotFound("No such policy version.")
@@ -150,7 +150,7 @@ def policy_activate(*, domain: Domain | None, version: int, actor: Actor) -> Gua
     row.active = True
     row.save(update_fields=["active"])
     if domain is not None:
-        _audit(
+        audit_record(
             actor,
             domain,
             "guardrails.activate",

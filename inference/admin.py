@@ -11,7 +11,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from inference import attest
+from inference import attestation as att
+from inference.attestation import challenge
+from inference.attestation import services as attestation_services
 from inference.models import (
     AttestationPolicy,
     AttestationRecord,
@@ -53,7 +55,7 @@ class BackendAdmin(admin.ModelAdmin):
     @admin.action(description="Attest now (run the challenge)")
     def attest_now(self, request, queryset):
         for backend in queryset:
-            record = attest.backend_attest(
+            record = attestation_services.backend_attest(
                 backend=backend, trigger=AttestationRecord.Trigger.ON_DEMAND
             )
             if record.ok:
@@ -104,7 +106,7 @@ class PolicyVersionForm(forms.ModelForm):
             from pydantic import ValidationError
 
             try:
-                att_policy = attest.att.policy_from_json(attest.tee_of(backend), document)
+                att_policy = att.policy_from_json(challenge.tee_of(backend), document)
             except (ValidationError, TypeError, ValueError) as exc:
                 raise forms.ValidationError({"document": str(exc)}) from None
             data["document"] = att_policy.model_dump(mode="json")
@@ -146,12 +148,12 @@ class AttestationPolicyAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        row = attest.attestation_policy_set(
+        row = attestation_services.attestation_policy_set(
             backend=form.cleaned_data["backend"],
             document=form.cleaned_data["document"],
             actor=request.user,
         )
-        attest.reattest_later(backend=row.backend)
+        attestation_services.reattest_later(backend=row.backend)
         # The admin goes on with `obj`, so it must be the row the service wrote.
         obj.pk, obj.version, obj.created_at = row.pk, row.version, row.created_at or timezone.now()
         obj.tee_type, obj.active, obj.created_by = row.tee_type, row.active, row.created_by

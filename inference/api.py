@@ -10,14 +10,20 @@ from typing import Any
 
 import aiohttp
 import orjson
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import Path, Router
+from ninja import Path, Router, Schema
 from ninja.security.http import HttpBearer
+from pydantic import ConfigDict, field_validator
 
-from inference import guard, service
+from domains import permissions
+from inference import access, guard, service
+from inference.attestation import selectors as attestation_selectors
+from inference.attestation import services as attestation_services
 from inference.context import caller_for
 from inference.errors import APIError, not_found_route
 from inference.limits import rate_limiter
+from inference.models import Backend
 from inference.schemas import (
     ChatCompletionCreateParams,
     CompletionCreateParams,
@@ -65,6 +71,7 @@ class PATBearer(HttpBearer):
 
 
 router = Router(auth=PATBearer(), tags=["OpenAI-compatible API"])
+attestation_router = Router(auth=PATBearer(), tags=["Attestation"])
 
 
 def _with_headers(response: HttpResponse, headers: dict[str, str]) -> HttpResponse:
@@ -372,3 +379,101 @@ _method_not_allowed("/models/{path:model}", "GET")
 @router.api_operation(ALL_METHODS, "/{path:rest}", auth=None, include_in_schema=False)
 async def unknown_route(request: HttpRequest, rest: str):
     raise not_found_route()
+
+
+# Attestation for clients: `/proxy/<domain-id>/attestation` and `.../attestation/policy` --
+#
+# A client sends its own nonce; the platform forwards it to each backend's agent and returns
+# the fresh evidence as the agent sent it (so the client can verify it independently, e.g.
+# with `scripts/verify_attestation.py`), the parsed claims, the certificate chain and the
+# platform's own verification. Only backends serving a model the domain may use are shown;
+# any other backend is answered as if it did not exist.
+
+NONCE_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+class AttestationIn(Schema):
+    """`nonce`: 32 random bytes as 64 hex digits; `backend` or `model` narrows the answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nonce: str
+    backend: str | None = None
+    model: str | None = None
+
+    @field_validator("nonce")
+    @classmethod
+    def _nonce(cls, value: str) -> str:
+        if not NONCE_RE.fullmatch(value):
+            raise ValueError("must be 64 hexadecimal characters (32 random bytes)")
+        return value.lower()
+
+
+def _attested_backends(domain_id: str, *, backend: str | None, model: str | None) -> list:
+    """The backends serving the domain, narrowed as asked; a name that serves nothing here
+    is a 404, whether or not it exists elsewhere."""
+    found = access.backends_serving(domain_id, model=model, backend=backend)
+    if not found and (backend is not None or model is not None):
+        param = "backend" if backend is not None else "model"
+        raise APIError(
+            404,
+            f"No {param} of that name serves this domain.",
+            param=param,
+            code=f"{param}_not_found",
+        )
+    return found
+
+
+@attestation_router.post("/attestation", url_name="attestation")
+async def attestation(request: HttpRequest, body: AttestationIn):
+    """Fresh evidence from each backend for the client's nonce, with the verification."""
+    request_id_of(request)
+    request.auth.require(permissions.ATTESTATION_READ)
+    backends = await sync_to_async(_attested_backends)(
+        request.auth.domain_id, backend=body.backend, model=body.model
+    )
+    nonce = bytes.fromhex(body.nonce)
+    data = []
+    for backend in backends:
+        challenge, pinned = await attestation_services.client_challenge(
+            backend=backend, nonce=nonce
+        )
+        reply = challenge.reply or {}
+        data.append(
+            {
+                "object": "attestation",
+                "backend": backend.name,
+                "tee_type": backend.tee_type,
+                "confidential": backend.tee_type != Backend.TeeType.NONE,
+                "status": backend.attestation_status,
+                "attested_at": backend.attested_at.isoformat() if backend.attested_at else None,
+                "binding": attestation_selectors.BINDING,
+                # The agent's reply, untouched: what an independent verifier checks.
+                "attestation": reply or None,
+                "report_data": reply.get("report_data"),
+                "tls_public_key": reply.get("tls_public_key"),
+                "tls_public_key_sha256": challenge.key_sha256 or None,
+                "pinned": bool(pinned) and challenge.key_sha256 == pinned,
+                "verification": {
+                    "ok": challenge.ok,
+                    "failures": [failure.to_dict() for failure in challenge.result.failures],
+                    "claims": challenge.result.claims,
+                    "policy_version": challenge.policy_version,
+                },
+                "cert_chain": challenge.result.cert_chain,
+            }
+        )
+    return {"object": "list", "nonce": body.nonce, "data": data}
+
+
+@attestation_router.get("/attestation/policy", url_name="attestation_policy")
+async def attestation_policy(request: HttpRequest):
+    """The active attestation policy of each backend serving the domain."""
+    request_id_of(request)
+    request.auth.require(permissions.ATTESTATION_READ)
+
+    def load() -> list[dict]:
+        backends = access.backends_serving(request.auth.domain_id)
+        return [attestation_selectors.policy_export(backend=backend) for backend in backends]
+
+    return {"object": "list", "data": await sync_to_async(load)()}

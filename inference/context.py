@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from cubeai.exceptions import AuthenticationFailed, NotFound, PermissionDenied
-from domains.models import Domain
+from domains.selectors import membership_for, membership_rights
 from tokens import services as token_services
 
 
@@ -27,13 +27,10 @@ class Caller:
     user_id: int
     key_id: str
     domain_id: str
-    domain_enabled: bool
     permissions: frozenset[str]
 
     def require(self, permission: str) -> None:
-        """Raise unless the domain is enabled and the caller holds `permission`."""
-        if not self.domain_enabled:
-            raise PermissionDenied("This domain is disabled.")
+        """Raise unless the caller holds `permission` in the domain."""
         if permission not in self.permissions:
             raise PermissionDenied(
                 f"Your token or role does not allow `{permission}` in this domain."
@@ -43,17 +40,20 @@ class Caller:
 def resolve(raw_token: str, domain_id: str, client_ip: str | None) -> Caller:
     """Authenticate and authorize synchronously (runs off the event loop on a cache miss)."""
     principal = token_services.token_authenticate(raw_token)
-    membership = token_services.token_membership(principal=principal, domain_id=domain_id)
+    membership = membership_for(
+        user_id=principal.owner_id, domain_id=domain_id, principal=principal
+    )
     if membership is None:
         raise NotFound("Domain not found.")
+    # Every API call counts as a change: a frozen domain serves no API traffic.
+    rights = membership_rights(membership, principal=principal, write=True)
     token_services.token_touch(principal=principal, ip=client_ip)
     return Caller(
         token_id=principal.token_id,
         user_id=principal.owner_id,
         key_id=principal.key_id,
         domain_id=domain_id,
-        domain_enabled=membership.domain.status == Domain.Status.ENABLED,
-        permissions=principal.scopes & membership.role.permission_set,
+        permissions=rights,
     )
 
 
@@ -77,8 +77,3 @@ async def caller_for(raw_token: str | None, domain_id: str, client_ip: str | Non
         _cache.clear()
     _cache[key] = (now + settings.CUBEAI_AUTH_CACHE_SECONDS, caller)
     return caller
-
-
-def forget_all() -> None:
-    """Drop every cached caller of this process (tests and settings changes)."""
-    _cache.clear()

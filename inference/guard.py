@@ -8,14 +8,14 @@ import orjson
 
 from guardrails import Classification, Pipeline
 from inference.errors import APIError
-from inference.routing import router
+from inference.registry import registry
 
 PROMPT_FIELDS = ("messages", "prompt")
 
 
 def pipeline_for(domain_id: str) -> Pipeline:
     """The compiled pipeline of the domain's active policy (or the platform default)."""
-    return router.guardrails_for(domain_id)
+    return registry.guardrails_for(domain_id)
 
 
 def _classifier(call):

@@ -74,15 +74,6 @@ class Backend(models.Model):
             )
 
 
-class ModelQuerySet(models.QuerySet):
-    """Which models a domain may use."""
-
-    def for_domain(self, domain: Domain) -> "ModelQuerySet":
-        denied = ModelAccess.objects.filter(domain=domain, allowed=False).values("model_id")
-        granted = ModelAccess.objects.filter(domain=domain, allowed=True).values("model_id")
-        return self.filter((Q(public=True) & ~Q(pk__in=denied)) | Q(pk__in=granted))
-
-
 class Model(models.Model):
     """A model as clients name it, with the tasks it serves."""
 
@@ -102,8 +93,6 @@ class Model(models.Model):
     owned_by = models.CharField(max_length=64, default="cube-ai")
     description = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = ModelQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

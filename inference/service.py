@@ -19,7 +19,7 @@ from domains import permissions
 from inference import metering, upstream
 from inference.context import Caller
 from inference.errors import APIError, model_not_found, sse_error_event
-from inference.routing import ModelEntry, Target, router
+from inference.registry import ModelEntry, Target, registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +101,13 @@ class Call:
 
 async def list_models(caller: Caller) -> list[ModelEntry]:
     caller.require(permissions.MODELS_READ)
-    snapshot = await router.current()
+    snapshot = await registry.current()
     return sorted(snapshot.models_for(caller.domain_id), key=lambda entry: entry.name)
 
 
 async def get_model(caller: Caller, name: str) -> ModelEntry:
     caller.require(permissions.MODELS_READ)
-    entry = (await router.current()).model_for(caller.domain_id, name)
+    entry = (await registry.current()).model_for(caller.domain_id, name)
     if entry is None:
         raise model_not_found(name)
     return entry
@@ -120,7 +120,7 @@ async def route(
     if check_permission:
         call.caller.require(call.endpoint.permission)
     call.model = model
-    snapshot = await router.current()
+    snapshot = await registry.current()
     entry = snapshot.model_for(call.caller.domain_id, model)
     if entry is None:
         raise model_not_found(model)
@@ -131,7 +131,7 @@ async def route(
             param="model",
             code="model_not_supported",
         )
-    candidates = router.candidates(snapshot, entry)
+    candidates = registry.candidates(snapshot, entry)
     if not candidates:
         raise APIError(
             503,

@@ -4,7 +4,8 @@ import logging
 
 from celery import shared_task
 
-from inference import attest
+from inference.attestation import selectors as attestation_selectors
+from inference.attestation import services as attestation_services
 from inference.models import AttestationRecord, Backend
 
 log = logging.getLogger(__name__)
@@ -13,11 +14,11 @@ log = logging.getLogger(__name__)
 @shared_task
 def attest_backends() -> dict[str, int]:
     """Expire stale verifications, then challenge every attestable backend, each on its own."""
-    expired = attest.backends_expire_attestations()
+    expired = attestation_services.backends_expire_attestations()
     passed = failed = 0
-    for backend in attest.attestable_backends():
+    for backend in attestation_selectors.attestable_backends():
         try:
-            record = attest.backend_attest(
+            record = attestation_services.backend_attest(
                 backend=backend, trigger=AttestationRecord.Trigger.PERIODIC
             )
         except Exception:
@@ -35,7 +36,7 @@ def attest_backend(backend_id: int, trigger: str = AttestationRecord.Trigger.ON_
     backend = Backend.objects.filter(pk=backend_id, enabled=True).first()
     if backend is None:
         return False
-    return attest.backend_attest(backend=backend, trigger=trigger).ok
+    return attestation_services.backend_attest(backend=backend, trigger=trigger).ok
 
 
 @shared_task

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from inference.attestation import spki_of_certificate
 from inference.errors import APIError
-from inference.routing import Target, router
+from inference.registry import Target, registry
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ async def open_response(
     """
     last_error = "no backend available"
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
-        breaker = router.breaker(target.id)
+        breaker = registry.breaker(target.id)
         target.in_flight += 1
         try:
             response = await asyncio.wait_for(

@@ -1,17 +1,21 @@
+"""Domain pages of inference, under /domains/<domain_id>/."""
+
 from django.urls import path
 
 from inference import views
 
-urlpatterns = [
-    path("domains/<uuid:domain_id>/usage/", views.domain_usage, name="domain_usage"),
-    path(
-        "domains/<uuid:domain_id>/attestation/",
-        views.domain_attestation,
-        name="domain_attestation",
-    ),
-    path(
-        "domains/<uuid:domain_id>/attestation/<int:backend_id>/evidence.json",
+pages = [
+    ("models/", views.domain_models, "domain_models"),
+    ("models/set/", views.model_access_set, "model_access_set"),
+    ("usage/", views.domain_usage, "domain_usage"),
+    ("attestation/", views.domain_attestation, "domain_attestation"),
+    (
+        "attestation/<int:backend_id>/evidence.json",
         views.domain_attestation_evidence,
-        name="domain_attestation_evidence",
+        "domain_attestation_evidence",
     ),
+]
+
+urlpatterns = [
+    path(f"domains/<uuid:domain_id>/{route}", view, name=name) for route, view, name in pages
 ]

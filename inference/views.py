@@ -1,32 +1,55 @@
-"""Domain pages of inference: attestation (each backend serving the domain, its latest
-evidence) and usage."""
+"""Domain pages of inference: the models a domain may use, attestation (each backend serving
+the domain, its latest evidence) and usage."""
 
 import json
 
+from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
 from domains import permissions
-from domains.decorators import domain_page
-from inference import attest, selectors
-from inference.models import AttestationRecord, Backend, Deployment, Model
+from domains.decorators import domain_page, form_service
+from inference import access, selectors
+from inference.attestation import selectors as attestation_selectors
+from inference.forms import ModelAccessForm
+from inference.models import Backend
 
 
-def _backends_serving(domain) -> list[Backend]:
-    """Enabled backends with a deployment of a model the domain may use."""
-    models = Model.objects.for_domain(domain)
-    deployments = Deployment.objects.filter(model__in=models, enabled=True, backend__enabled=True)
-    return list(Backend.objects.filter(pk__in=deployments.values("backend_id")).order_by("name"))
+def _models_page(request: HttpRequest, *, status: int = 200) -> HttpResponse:
+    rows = access.model_access_list(domain=request.domain, include_private=request.user.is_staff)
+    context = {
+        "domain": request.domain,
+        "rows": rows,
+        "can_manage": permissions.DOMAIN_MANAGE in request.granted,
+    }
+    return render(request, "inference/models.html", context, status=status)
 
 
-def _last_record(backend: Backend) -> AttestationRecord | None:
-    # The platform's own challenges; a client's challenge never changes what is shown here.
-    return (
-        AttestationRecord.objects.filter(backend=backend)
-        .exclude(trigger=AttestationRecord.Trigger.CLIENT)
-        .first()
-    )
+@domain_page(permissions.MODELS_READ)
+@require_GET
+def domain_models(request: HttpRequest) -> HttpResponse:
+    return _models_page(request)
+
+
+@domain_page(permissions.DOMAIN_MANAGE)
+@require_POST
+def model_access_set(request: HttpRequest) -> HttpResponse:
+    form = ModelAccessForm(request.POST)
+    if form.is_valid() and form_service(
+        form,
+        lambda: access.model_access_set(
+            actor=request.actor,
+            domain=request.domain,
+            model=form.cleaned_data["model"],
+            allowed=form.allowed(),
+        ),
+    ):
+        messages.success(request, f"Access to {form.cleaned_data['model']} saved.")
+        return redirect("domain_models", domain_id=request.domain.pk)
+    for errors in form.errors.values():
+        messages.error(request, " ".join(errors))
+    return _models_page(request, status=400)
 
 
 def _tcb_text(claims: dict) -> str:
@@ -43,10 +66,10 @@ def _tcb_text(claims: dict) -> str:
 @require_GET
 def domain_attestation(request: HttpRequest) -> HttpResponse:
     rows = []
-    for backend in _backends_serving(request.domain):
-        record = _last_record(backend)
+    for backend in access.backends_serving(request.domain):
+        record = attestation_selectors.last_platform_record(backend)
         claims = record.claims if record else {}
-        policy = attest.policy_export(backend=backend)
+        policy = attestation_selectors.policy_export(backend=backend)
         rows.append(
             {
                 "backend": backend,
@@ -65,12 +88,13 @@ def domain_attestation(request: HttpRequest) -> HttpResponse:
 @require_GET
 def domain_attestation_evidence(request: HttpRequest, backend_id: int) -> HttpResponse:
     """The backend's last recorded evidence and verification, as a JSON download."""
-    backend = next((b for b in _backends_serving(request.domain) if b.pk == backend_id), None)
-    record = _last_record(backend) if backend is not None else None
+    backend = next((b for b in access.backends_serving(request.domain) if b.pk == backend_id), None)
+    record = attestation_selectors.last_platform_record(backend) if backend is not None else None
     if record is None:
         raise Http404("No evidence recorded for this backend.")
     response = HttpResponse(
-        json.dumps(attest.record_download(record), indent=2), content_type="application/json"
+        json.dumps(attestation_selectors.record_download(record), indent=2),
+        content_type="application/json",
     )
     response["Content-Disposition"] = (
         f'attachment; filename="{backend.name.replace("/", "_")}-evidence.json"'

@@ -1,17 +1,68 @@
-"""Attestation policies in the management API, for platform staff:
-`/api/backends/<name>/attestation/policy/` (GET active + versions, POST a new version,
-GET `?format=export` for the active policy as a JSON file)."""
+"""The inference part of the management API (`/api/...`).
 
+- `/api/registry/{backends,models,deployments}/`: the model registry, for platform staff;
+- `/api/backends/<name>/attestation/policy/`: attestation policies, for platform staff;
+- `/api/domains/<id>/models/`: the models a domain may use, and its admins' rules;
+- `/api/domains/<id>/usage/`: usage, never content.
+
+Staff routes take a browser session of a staff user only (`StaffOnly`): a personal access
+token never carries staff rights.
+"""
+
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import permissions, renderers, serializers
+from rest_framework import renderers, viewsets
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from domains import permissions as domain_permissions
-from domains.drf import DomainAPIView
-from inference import attest, selectors
-from inference.models import AttestationPolicy
+from domains import permissions
+from domains.drf import APIView, DomainAPIView, StaffBrowsableMixin, StaffOnly, validated
+from inference import access, selectors
+from inference.attestation import selectors as attestation_selectors
+from inference.attestation import services as attestation_services
+from inference.models import AttestationPolicy, Backend, Deployment, Model
+from inference.serializers import (
+    AttestationPolicyIn,
+    AttestationPolicyVersionOut,
+    BackendSerializer,
+    DeploymentSerializer,
+    ModelAccessIn,
+    ModelAccessOut,
+    ModelSerializer,
+    UsageQuery,
+)
+
+# The registry ----------------------------------------------------------------------------
+
+
+class _Registry(StaffBrowsableMixin, viewsets.ModelViewSet):
+    permission_classes = [StaffOnly]
+
+    @transaction.atomic
+    def perform_create(self, serializer):
+        serializer.save()
+
+    @transaction.atomic
+    def perform_update(self, serializer):
+        serializer.save()
+
+
+class BackendViewSet(_Registry):
+    queryset = Backend.objects.all()
+    serializer_class = BackendSerializer
+
+
+class ModelViewSet(_Registry):
+    queryset = Model.objects.all()
+    serializer_class = ModelSerializer
+
+
+class DeploymentViewSet(_Registry):
+    queryset = Deployment.objects.select_related("model", "backend")
+    serializer_class = DeploymentSerializer
+
+
+# Attestation policies --------------------------------------------------------------------
 
 
 class ExportRenderer(renderers.JSONRenderer):
@@ -20,23 +71,14 @@ class ExportRenderer(renderers.JSONRenderer):
     format = "export"
 
 
-class AttestationPolicyVersionOut(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="email", read_only=True)
-
-    class Meta:
-        model = AttestationPolicy
-        fields = ["version", "tee_type", "document", "active", "created_by", "created_at"]
-
-
-class AttestationPolicyIn(serializers.Serializer):
-    document = serializers.JSONField()
-
-
 class AttestationPolicyView(APIView):
     """A backend's attestation policy: the active version and every earlier one."""
 
-    permission_classes = [permissions.IsAdminUser]
+    permission_classes = [StaffOnly]
     renderer_classes = [renderers.JSONRenderer, ExportRenderer]
+
+    def get_renderers(self):
+        return [renderer() for renderer in self.renderer_classes]
 
     @extend_schema(
         responses=OpenApiResponse(
@@ -45,9 +87,9 @@ class AttestationPolicyView(APIView):
         )
     )
     def get(self, request, name: str):
-        backend = attest.backend_get(name=name)
+        backend = attestation_selectors.backend_get(name=name)
         if request.query_params.get("format") == "export":
-            response = Response(attest.policy_export(backend=backend))
+            response = Response(attestation_selectors.policy_export(backend=backend))
             response["Content-Disposition"] = (
                 f'attachment; filename="{backend.name}-attestation-policy.json"'
             )
@@ -65,18 +107,39 @@ class AttestationPolicyView(APIView):
 
     @extend_schema(request=AttestationPolicyIn, responses={201: AttestationPolicyVersionOut})
     def post(self, request, name: str):
-        backend = attest.backend_get(name=name)
-        body = AttestationPolicyIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        row = attest.attestation_policy_set(
-            backend=backend, document=body.validated_data["document"], actor=request.user
+        backend = attestation_selectors.backend_get(name=name)
+        body = validated(AttestationPolicyIn, request)
+        row = attestation_services.attestation_policy_set(
+            backend=backend, document=body["document"], actor=request.user
         )
-        attest.reattest_later(backend=backend)
+        attestation_services.reattest_later(backend=backend)
         return Response(AttestationPolicyVersionOut(row).data, status=201)
 
 
-class UsageQuery(serializers.Serializer):
-    days = serializers.ChoiceField(choices=[1, 7, 30, 90], default=7)
+# A domain's models and usage -------------------------------------------------------------
+
+
+class ModelAccessView(DomainAPIView):
+    """Models the domain may use; POST sets one model's rule (`allowed: null` resets it)."""
+
+    serializer_class = ModelAccessOut
+    permission_by_method = {"GET": permissions.MODELS_READ, "POST": permissions.DOMAIN_MANAGE}
+
+    def _rows(self):
+        rows = access.model_access_list(
+            domain=self.domain, include_private=self.request.user.is_staff
+        )
+        return ModelAccessOut(rows, many=True).data
+
+    @extend_schema(responses=ModelAccessOut(many=True))
+    def get(self, request, domain_id):
+        return Response(self._rows())
+
+    @extend_schema(request=ModelAccessIn, responses=ModelAccessOut(many=True))
+    def post(self, request, domain_id):
+        data = validated(ModelAccessIn, request)
+        access.model_access_set(actor=self.actor, domain=self.domain, **data)
+        return Response(self._rows())
 
 
 class UsageView(DomainAPIView):
@@ -85,7 +148,7 @@ class UsageView(DomainAPIView):
     Members see their own tokens' usage; admins and viewers the whole domain's.
     """
 
-    permission_by_method = {"GET": domain_permissions.USAGE_READ}
+    permission_by_method = {"GET": permissions.USAGE_READ}
 
     @extend_schema(parameters=[UsageQuery], responses={200: OpenApiTypes.OBJECT})
     def get(self, request, domain_id):

@@ -72,6 +72,14 @@ def other_domain(charlie) -> Domain:
 
 
 @pytest.fixture
+def api():
+    """A management API client (`rest_framework.test.APIClient`)."""
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
 def pat():
     """Issue a token: `pat(owner, scopes=..., domains=...)` returns the secret string."""
     from tokens import services as token_services

@@ -311,30 +311,6 @@ def token_touch(*, principal: Principal, ip: str | None) -> None:
     ).update(last_used_at=now, last_used_ip=ip)
 
 
-def token_membership(*, principal: Principal, domain_id: str) -> Membership | None:
-    """The owner's current membership (with role and domain) where this token may act."""
-    if not principal.may_act_in(domain_id):
-        return None
-    return (
-        Membership.objects.filter(
-            user_id=principal.owner_id,
-            user__is_active=True,
-            domain_id=domain_id,
-            domain__deleted_at__isnull=True,
-        )
-        .select_related("role", "domain")
-        .first()
-    )
-
-
-def effective_permissions(*, principal: Principal, domain_id: str) -> frozenset[str] | None:
-    """Token scopes ∩ the owner's current role in the domain; None if not a member there."""
-    membership = token_membership(principal=principal, domain_id=domain_id)
-    if membership is None:
-        return None
-    return principal.scopes & membership.role.permission_set
-
-
 def tokens_expire_and_warn() -> dict[str, int]:
     """Periodic job: forget expired tokens' cache entries and warn owners of tokens expiring soon."""
     from django.core.mail import send_mail

@@ -91,7 +91,7 @@ class FailureCode(StrEnum):
     TD_ATTRIBUTES_MISMATCH = "td_attributes_mismatch"
     TEE_TCB_SVN_TOO_LOW = "tee_tcb_svn_too_low"
     ADVISORY_NOT_ACCEPTED = "advisory_not_accepted"
-    # The challenge itself, as run by the platform (`inference.attest`), before or around
+    # The challenge itself, as run by the platform (`inference.attestation.challenge`), before or around
     # the hardware verification.
     AGENT_UNREACHABLE = "agent_unreachable"
     AGENT_ERROR = "agent_error"

@@ -7,8 +7,9 @@ import importlib
 import pytest
 from django.apps import apps
 
-from inference import attest
 from inference.attestation import FailureCode, TeeType, policy_from_json, verify_evidence
+from inference.attestation.challenge import tee_of
+from inference.attestation.selectors import policy_active, policy_export
 from inference.models import AttestationPolicy, Backend
 
 from .conftest import GENUINE_SNP, NOW, TDX_V4_MRTD, genuine_evidence, tdx_evidence
@@ -103,8 +104,8 @@ def test_stored_policies_keep_loading_after_the_migration():
     migration.upgrade(apps, None)
 
     for backend in (snp, tdx):
-        row = attest.policy_active(backend=backend)
-        assert policy_from_json(attest.tee_of(backend), row.document)
-        exported = attest.policy_export(backend=backend)
+        row = policy_active(backend=backend)
+        assert policy_from_json(tee_of(backend), row.document)
+        exported = policy_export(backend=backend)
         assert exported["version"] == 1
-    assert attest.policy_active(backend=snp).document["min_tcb"]["Genoa"]["snp"] == 29
+    assert policy_active(backend=snp).document["min_tcb"]["Genoa"]["snp"] == 29

@@ -1,7 +1,6 @@
-"""Fixtures for the domain tests: an API client, and a domain with one of everything."""
+"""Fixtures for the domain tests: a domain with one of everything."""
 
 import pytest
-from rest_framework.test import APIClient
 
 from domains import permissions, services
 from domains.models import Invitation, Role
@@ -12,11 +11,6 @@ from domains.selectors import Actor
 def fast_password_hashing(settings):
     """The cast signs in with force_login; a fast hasher keeps creating users cheap."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def api() -> APIClient:
-    return APIClient()
 
 
 def admin_actor(user) -> Actor:

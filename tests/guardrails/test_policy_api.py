@@ -2,9 +2,6 @@
 
 import json
 
-import pytest
-from rest_framework.test import APIClient
-
 from domains import permissions
 from domains.models import AuditEvent, Membership, Role
 from guardrails.models import GuardrailPolicy
@@ -14,11 +11,6 @@ DENY = {"input": [{"NAME": "guardrails.checks.denylist.DenyList", "OPTIONS": {"t
 
 def url(domain, rest=""):
     return f"/api/domains/{domain.pk}/guardrails/{rest}"
-
-
-@pytest.fixture
-def api():
-    return APIClient()
 
 
 def as_user(api, user):

@@ -165,7 +165,7 @@ def test_changes_are_audited_without_term_lists(domain, alice):
 
 
 def test_the_gateway_snapshot_compiles_what_is_saved(domain, alice):
-    from inference.routing import load_guardrails
+    from inference.registry import load_guardrails
 
     policy_save(domain=domain, document=DENY, actor=admin_of(alice))
     pipeline = load_guardrails()[str(domain.pk)]

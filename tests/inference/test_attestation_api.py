@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import pytest
+from django.conf import settings
 from django.test import Client
 
 from domains import permissions
-from inference import attest
+from domains.services import Invalid
+from inference.attestation import services as attestation_services
 from inference.models import AttestationPolicy, AttestationRecord, Backend, Deployment, Model
 from tests.conftest import PASSWORD
 
@@ -108,7 +110,7 @@ def test_the_recipe_script_verifies_through_the_endpoint(served, domain, alice, 
     body = post(Client(), domain, pat(alice), {"nonce": nonce}).json()
     saved = tmp_path / "reply.json"
     saved.write_text(json.dumps(body["data"][0]))
-    script = attest.settings.BASE_DIR / "scripts" / "verify_attestation.py"
+    script = settings.BASE_DIR / "scripts" / "verify_attestation.py"
 
     result = subprocess.run(
         [sys.executable, str(script), "--file", str(saved), "--nonce", nonce],
@@ -180,17 +182,20 @@ def test_the_same_document_makes_no_new_version_and_a_change_voids_verification(
         attestation_status="verified",
     )
     document = {"mrtds": ["aa" * 48]}
-    first = attest.attestation_policy_set(backend=backend, document=document)
+    first = attestation_services.attestation_policy_set(backend=backend, document=document)
     backend.refresh_from_db()
     assert backend.attestation_status == "unverified"
-    assert attest.attestation_policy_set(backend=backend, document=document).pk == first.pk
-    with pytest.raises(attest.Invalid) as invalid:
-        attest.attestation_policy_set(backend=backend, document={"mrtd": ["aa" * 48]})
+    assert (
+        attestation_services.attestation_policy_set(backend=backend, document=document).pk
+        == first.pk
+    )
+    with pytest.raises(Invalid) as invalid:
+        attestation_services.attestation_policy_set(backend=backend, document={"mrtd": ["aa" * 48]})
     assert set(invalid.value.errors) == {"document.mrtds", "document.mrtd"}
 
 
 def test_members_see_the_attestation_page_and_download_evidence(served, domain, bob, charlie):
-    attest.backend_attest(backend=served, trigger="on-demand")
+    attestation_services.backend_attest(backend=served, trigger="on-demand")
     client = Client()
     client.force_login(bob)  # a viewer: attestation:read
 
@@ -227,7 +232,7 @@ def test_the_recipe_script_picks_a_backend_from_the_list_answer(
 ):
     nonce = secrets.token_hex(32)
     body = post(Client(), domain, pat(alice), {"nonce": nonce}).json()
-    script = attest.settings.BASE_DIR / "scripts" / "verify_attestation.py"
+    script = settings.BASE_DIR / "scripts" / "verify_attestation.py"
     saved = tmp_path / "answer.json"
     saved.write_text(json.dumps(body))
     result = subprocess.run(

@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from domains import permissions, services
 from domains.models import User
-from inference import attest
 from inference.attestation import TeeType, configure
+from inference.attestation import selectors as attestation_selectors
+from inference.attestation import services as attestation_services
 from inference.attestation.snp import SnpVerifier
 from inference.models import AttestationRecord, Backend, Deployment, Model
 from tests.agent.test_attestation import make_tls_pair
@@ -78,11 +79,11 @@ def test_routing_follows_verification_and_policy_changes(cast, tmp_path, simulat
         )
         serve("att-e2e-sim", backend)
         good = {"measurements": [agent.measurement], "min_tcb": "any"}
-        attest.attestation_policy_set(backend=backend, document=good)
+        attestation_services.attestation_policy_set(backend=backend, document=good)
 
         # Never attested: not routed.
         assert chat(cast, "att-e2e-sim").status_code == 503
-        assert attest.backend_attest(backend=backend, trigger="on-demand").ok
+        assert attestation_services.backend_attest(backend=backend, trigger="on-demand").ok
         routed = chat(cast, "att-e2e-sim")
         assert routed.status_code == 200, routed.text
         assert routed.headers["x-cube-backend-attestation"] == "verified"
@@ -91,33 +92,33 @@ def test_routing_follows_verification_and_policy_changes(cast, tmp_path, simulat
 
         # A policy the backend fails: out at once (the old verification is void), and the
         # challenge under the new policy records why.
-        attest.attestation_policy_set(
+        attestation_services.attestation_policy_set(
             backend=backend, document={"measurements": ["cd" * 48], "min_tcb": "any"}
         )
         assert chat(cast, "att-e2e-sim").status_code == 503
-        record = attest.backend_attest(backend=backend, trigger="policy-change")
+        record = attestation_services.backend_attest(backend=backend, trigger="policy-change")
         assert not record.ok and record.policy_version == 2
         assert {f["code"] for f in record.failures} == {"measurement_mismatch"}
         assert chat(cast, "att-e2e-sim").status_code == 503
 
         # Back to a policy it passes: back in routing once attested again.
-        attest.attestation_policy_set(backend=backend, document=good)
-        assert attest.backend_attest(backend=backend, trigger="policy-change").ok
+        attestation_services.attestation_policy_set(backend=backend, document=good)
+        assert attestation_services.backend_attest(backend=backend, trigger="policy-change").ok
         assert chat(cast, "att-e2e-sim").status_code == 200
 
         # A replayed reply (a nonce it did not answer) takes it out again.
         agent.behaviour = "replay"
         last = AttestationRecord.objects.filter(backend=backend, ok=True).first()
-        agent.captured = attest.record_download(last)["attestation"] | {
+        agent.captured = attestation_selectors.record_download(last)["attestation"] | {
             "generated_at": last.at.isoformat()
         }
-        failed = attest.backend_attest(backend=backend, trigger="periodic")
+        failed = attestation_services.backend_attest(backend=backend, trigger="periodic")
         assert {"nonce_mismatch", "binding_mismatch"} <= {f["code"] for f in failed.failures}
         assert chat(cast, "att-e2e-sim").status_code == 503
 
         # An expired verification is not routed either, even before the periodic run.
         agent.behaviour = "simulated"
-        assert attest.backend_attest(backend=backend, trigger="on-demand").ok
+        assert attestation_services.backend_attest(backend=backend, trigger="on-demand").ok
         Backend.objects.filter(pk=backend.pk).update(attestation_expires_at=timezone.now())
         assert chat(cast, "att-e2e-sim").status_code == 503
     finally:
@@ -132,11 +133,11 @@ def test_genuine_but_unbound_snp_evidence_is_never_routed(cast, tmp_path):
             name="att-e2e-snp", base_url=f"{agent.url}/v1", kind="agent", tee_type="sev-snp"
         )
         serve("att-e2e-snp", backend)
-        attest.attestation_policy_set(
+        attestation_services.attestation_policy_set(
             backend=backend, document={"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}
         )
 
-        record = attest.backend_attest(backend=backend, trigger="on-demand")
+        record = attestation_services.backend_attest(backend=backend, trigger="on-demand")
 
         assert "binding_mismatch" in {f["code"] for f in record.failures}
         backend.refresh_from_db()
@@ -193,7 +194,7 @@ def test_traffic_is_pinned_to_the_attested_tls_key(cast, tmp_path):
             allow_not_confidential=True,
         )
         serve("att-e2e-minilm", backend, "all-minilm-l6-v2")
-        record = attest.backend_attest(backend=backend, trigger="on-demand")
+        record = attestation_services.backend_attest(backend=backend, trigger="on-demand")
         assert record.ok, record.failures
         backend.refresh_from_db()
         assert backend.pinned_key_sha256 == record.key_sha256 != ""
@@ -221,7 +222,7 @@ def test_traffic_is_pinned_to_the_attested_tls_key(cast, tmp_path):
         assert refused.json()["error"]["detail"] == "ServerFingerprintMismatch"
 
         # Re-attested, the new key is pinned and recorded as a key change.
-        again = attest.backend_attest(backend=backend, trigger="on-demand")
+        again = attestation_services.backend_attest(backend=backend, trigger="on-demand")
         assert again.ok and again.trigger == "key-change"
         assert again.key_sha256 != record.key_sha256
         assert embed().status_code == 200

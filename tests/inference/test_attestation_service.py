@@ -1,5 +1,6 @@
-"""The attestation challenge (`inference.attest`) against the real development agent and,
-for faults and hardware evidence, the fake agent in `fake_agent.py`."""
+"""The attestation challenge (`inference.attestation.challenge` and `services`) against the
+real development agent and, for faults and hardware evidence, the fake agent in
+`fake_agent.py`."""
 
 import hashlib
 import json
@@ -10,8 +11,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from inference import attest, tasks
+from inference import tasks
 from inference.attestation import TeeType, configure
+from inference.attestation import services as attestation_services
 from inference.attestation.snp import SnpVerifier
 from inference.models import AttestationRecord, Backend
 from tests.agent.test_attestation import make_tls_pair
@@ -55,7 +57,7 @@ def backend(url: str, **fields) -> Backend:
 def test_the_dev_agent_passes_as_not_confidential_when_marked_allowed(agent_url):
     row = backend(agent_url)
 
-    record = attest.backend_attest(backend=row, trigger="on-demand")
+    record = attestation_services.backend_attest(backend=row, trigger="on-demand")
 
     row.refresh_from_db()
     assert record.ok, record.failures
@@ -71,7 +73,7 @@ def test_the_dev_agent_passes_as_not_confidential_when_marked_allowed(agent_url)
 def test_the_dev_agent_fails_when_not_marked_allowed(agent_url):
     row = backend(agent_url, allow_not_confidential=False)
 
-    record = attest.backend_attest(backend=row, trigger="on-demand")
+    record = attestation_services.backend_attest(backend=row, trigger="on-demand")
 
     row.refresh_from_db()
     assert not record.ok
@@ -82,9 +84,9 @@ def test_the_dev_agent_fails_when_not_marked_allowed(agent_url):
 
 def test_a_none_policy_without_allow_insecure_fails_even_if_the_backend_is_allowed(agent_url):
     row = backend(agent_url)
-    attest.attestation_policy_set(backend=row, document={"allow_insecure": False})
+    attestation_services.attestation_policy_set(backend=row, document={"allow_insecure": False})
 
-    assert codes(attest.backend_attest(backend=row, trigger="on-demand")) == {
+    assert codes(attestation_services.backend_attest(backend=row, trigger="on-demand")) == {
         "insecure_not_allowed"
     }
 
@@ -100,7 +102,7 @@ def test_a_replayed_reply_fails_on_the_nonce_and_the_binding(agent_url, fake):
     fake.behaviour = "replay"
     row = backend(fake.url)
 
-    record = attest.backend_attest(backend=row, trigger="on-demand")
+    record = attestation_services.backend_attest(backend=row, trigger="on-demand")
 
     row.refresh_from_db()
     assert codes(record) == {"nonce_mismatch", "binding_mismatch"}
@@ -111,7 +113,7 @@ def test_altered_report_data_fails_the_binding(agent_url, fake):
     fake.behaviour, fake.upstream = "alter", agent_url
     row = backend(fake.url)
 
-    record = attest.backend_attest(backend=row, trigger="on-demand")
+    record = attestation_services.backend_attest(backend=row, trigger="on-demand")
 
     assert codes(record) == {"binding_mismatch"}
 
@@ -130,7 +132,7 @@ def test_faults_are_clear_failures_never_exceptions(fake, settings, behaviour, c
     fake.behaviour = behaviour
     row = backend(fake.url)
 
-    record = attest.backend_attest(backend=row, trigger="periodic")
+    record = attestation_services.backend_attest(backend=row, trigger="periodic")
 
     row.refresh_from_db()
     assert codes(record) == {code}
@@ -144,7 +146,9 @@ def test_an_unreachable_agent_fails_cleanly(db):
 
     row = backend(f"http://127.0.0.1:{free_port()}")
 
-    assert codes(attest.backend_attest(backend=row, trigger="on-demand")) == {"agent_unreachable"}
+    assert codes(attestation_services.backend_attest(backend=row, trigger="on-demand")) == {
+        "agent_unreachable"
+    }
 
 
 def test_real_snp_evidence_fails_the_binding_and_a_wrong_measurement(tls_fake):
@@ -152,18 +156,18 @@ def test_real_snp_evidence_fails_the_binding_and_a_wrong_measurement(tls_fake):
     tls_fake.behaviour = "snp"
     tls_fake.snp_evidence = snp_evidence("milan")
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
-    attest.attestation_policy_set(
+    attestation_services.attestation_policy_set(
         backend=row, document={"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}
     )
 
-    record = attest.backend_attest(backend=row, trigger="on-demand")
+    record = attestation_services.backend_attest(backend=row, trigger="on-demand")
 
     assert "binding_mismatch" in codes(record)
     assert record.claims["measurement"] == MILAN_MEASUREMENT
-    attest.attestation_policy_set(
+    attestation_services.attestation_policy_set(
         backend=row, document={"measurements": ["00" * 48], "min_tcb": "any"}
     )
-    record = attest.backend_attest(backend=row, trigger="on-demand")
+    record = attestation_services.backend_attest(backend=row, trigger="on-demand")
     assert {"binding_mismatch", "measurement_mismatch"} <= codes(record)
     row.refresh_from_db()
     assert row.attestation_status == "failed" and row.pinned_key_sha256 == ""
@@ -172,22 +176,24 @@ def test_real_snp_evidence_fails_the_binding_and_a_wrong_measurement(tls_fake):
 def test_a_tee_backend_without_a_policy_or_without_tls_fails(fake, simulated_tee):
     row = backend(fake.url, tee_type="sev-snp", allow_not_confidential=False)
 
-    assert "no_policy" in codes(attest.backend_attest(backend=row, trigger="on-demand"))
-    attest.attestation_policy_set(
+    assert "no_policy" in codes(
+        attestation_services.backend_attest(backend=row, trigger="on-demand")
+    )
+    attestation_services.attestation_policy_set(
         backend=row, document={"measurements": [fake.measurement], "min_tcb": "any"}
     )
-    record = attest.backend_attest(backend=row, trigger="on-demand")
+    record = attestation_services.backend_attest(backend=row, trigger="on-demand")
     assert codes(record) == {"tls_key_mismatch"}
     assert "https" in record.failures[0]["message"]
 
 
 def test_a_simulated_tee_over_tls_is_verified_and_its_key_pinned(tls_fake, simulated_tee):
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
-    attest.attestation_policy_set(
+    attestation_services.attestation_policy_set(
         backend=row, document={"measurements": [tls_fake.measurement], "min_tcb": "any"}
     )
 
-    record = attest.backend_attest(backend=row, trigger="on-demand")
+    record = attestation_services.backend_attest(backend=row, trigger="on-demand")
 
     row.refresh_from_db()
     assert record.ok, record.failures
@@ -203,22 +209,24 @@ def test_a_key_that_differs_from_the_tls_certificate_fails(tls_fake, simulated_t
     (tmp_path / "other").mkdir()
     tls_fake.tls_key = spki_of(make_tls_pair(tmp_path / "other")[0])
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
-    attest.attestation_policy_set(
+    attestation_services.attestation_policy_set(
         backend=row, document={"measurements": [tls_fake.measurement], "min_tcb": "any"}
     )
 
-    assert codes(attest.backend_attest(backend=row, trigger="on-demand")) == {"tls_key_mismatch"}
+    assert codes(attestation_services.backend_attest(backend=row, trigger="on-demand")) == {
+        "tls_key_mismatch"
+    }
 
 
 def test_a_new_key_is_recorded_as_a_key_change(tls_fake, simulated_tee, tmp_path):
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
-    attest.attestation_policy_set(
+    attestation_services.attestation_policy_set(
         backend=row, document={"measurements": [tls_fake.measurement], "min_tcb": "any"}
     )
-    attest.backend_attest(backend=row, trigger="on-demand")
+    attestation_services.backend_attest(backend=row, trigger="on-demand")
     Backend.objects.filter(pk=row.pk).update(pinned_key_sha256="00" * 32)
 
-    record = attest.backend_attest(backend=row, trigger="periodic")
+    record = attestation_services.backend_attest(backend=row, trigger="periodic")
 
     assert record.ok and record.trigger == "key-change"
 

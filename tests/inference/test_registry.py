@@ -6,9 +6,9 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from inference import health
+from inference import access, health
 from inference.models import Backend, Deployment, Model, ModelAccess
-from inference.routing import load_snapshot
+from inference.registry import load_snapshot
 
 FILE = textwrap.dedent(
     """
@@ -93,7 +93,7 @@ def test_domains_see_public_models_minus_denials_plus_grants(db, domain, other_d
     theirs = {m.name for m in snapshot.models_for(str(other_domain.pk))}
     assert mine == {"big-chat", "private-embed"}
     assert theirs == set()
-    assert {m.name for m in Model.objects.for_domain(domain)} == mine
+    assert {m.name for m in access.models_for_domain(domain)} == mine
 
 
 def test_only_attested_or_explicitly_insecure_backends_are_routable(db, domain, tmp_path):

@@ -5,7 +5,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from cubeai.exceptions import NotFound
-from inference import attest
+from inference.attestation import selectors as attestation_selectors
+from inference.attestation import services as attestation_services
 from inference.models import AttestationRecord
 
 
@@ -17,10 +18,12 @@ class Command(BaseCommand):
 
     def handle(self, *args, backend: str, **options):
         try:
-            row = attest.backend_get(name=backend)
+            row = attestation_selectors.backend_get(name=backend)
         except NotFound as exc:
             raise CommandError(exc.message) from None
-        record = attest.backend_attest(backend=row, trigger=AttestationRecord.Trigger.ON_DEMAND)
+        record = attestation_services.backend_attest(
+            backend=row, trigger=AttestationRecord.Trigger.ON_DEMAND
+        )
         row.refresh_from_db()
         self.stdout.write(f"backend      {row.name} ({row.tee_type}) at {row.base_url}")
         self.stdout.write(f"nonce        {record.nonce}")

@@ -1,12 +1,23 @@
-"""The model registry in the management API, for platform staff: backends, models,
-deployments (`/api/registry/...`). Domain admins manage their domain's model access under
-`/api/domains/<id>/models/` instead."""
+"""Serializers of the inference management API: the registry, model access, attestation
+policies and usage queries."""
 
-from django.db import transaction
-from django.urls import include, path
-from rest_framework import permissions, routers, serializers, viewsets
+from django.core.exceptions import ValidationError
+from rest_framework import serializers
 
-from inference.models import Backend, Deployment, Model
+from inference.models import AttestationPolicy, Backend, Deployment, Model
+
+
+class ModelAccessOut(serializers.Serializer):
+    name = serializers.CharField()
+    public = serializers.BooleanField()
+    allowed = serializers.BooleanField()
+    override = serializers.BooleanField(allow_null=True)
+    description = serializers.CharField()
+
+
+class ModelAccessIn(serializers.Serializer):
+    model = serializers.CharField(max_length=128)
+    allowed = serializers.BooleanField(allow_null=True)
 
 
 class FullCleanMixin:
@@ -14,8 +25,6 @@ class FullCleanMixin:
 
     def validate(self, attrs):
         instance = self.Meta.model(**{**self._current(), **attrs})
-        from django.core.exceptions import ValidationError
-
         try:
             instance.full_clean(exclude=self._exclude_from_clean())
         except ValidationError as exc:
@@ -71,43 +80,17 @@ class DeploymentSerializer(serializers.ModelSerializer):
         fields = ["id", "model", "backend", "upstream_model", "enabled"]
 
 
-class StaffOnly(permissions.BasePermission):
-    """Platform operators only (a session of a staff user)."""
+class AttestationPolicyVersionOut(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="email", read_only=True)
 
-    def has_permission(self, request, view) -> bool:
-        return bool(request.user and request.user.is_staff and request.auth is None)
-
-
-class _Registry(viewsets.ModelViewSet):
-    permission_classes = [permissions.IsAuthenticated, StaffOnly]
-
-    @transaction.atomic
-    def perform_create(self, serializer):
-        serializer.save()
-
-    @transaction.atomic
-    def perform_update(self, serializer):
-        serializer.save()
+    class Meta:
+        model = AttestationPolicy
+        fields = ["version", "tee_type", "document", "active", "created_by", "created_at"]
 
 
-class BackendViewSet(_Registry):
-    queryset = Backend.objects.all()
-    serializer_class = BackendSerializer
+class AttestationPolicyIn(serializers.Serializer):
+    document = serializers.JSONField()
 
 
-class ModelViewSet(_Registry):
-    queryset = Model.objects.all()
-    serializer_class = ModelSerializer
-
-
-class DeploymentViewSet(_Registry):
-    queryset = Deployment.objects.select_related("model", "backend")
-    serializer_class = DeploymentSerializer
-
-
-router = routers.SimpleRouter()
-router.register("backends", BackendViewSet, basename="registry-backend")
-router.register("models", ModelViewSet, basename="registry-model")
-router.register("deployments", DeploymentViewSet, basename="registry-deployment")
-
-urlpatterns = [path("", include(router.urls))]
+class UsageQuery(serializers.Serializer):
+    days = serializers.ChoiceField(choices=[1, 7, 30, 90], default=7)

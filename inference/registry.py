@@ -1,4 +1,4 @@
-"""Which backends may serve a model for a domain, from an in-memory snapshot of the registry.
+"""The model registry as each process sees it, and the choice of backend for a request.
 
 The request path never touches the ORM for routing: each process keeps a snapshot of
 backends, models, deployments and per-domain access, refreshed in the background every
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
+
+from inference.access import may_use, rules_by_domain
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +83,13 @@ class Snapshot:
         self.models = models
         # domain id (or "" for the platform default) -> compiled guardrail pipeline
         self.guardrails = guardrails
-        # domain id -> (granted model ids, denied model ids)
-        self.access: dict[str, tuple[frozenset[int], frozenset[int]]] = access
+        # domain id -> model id -> allowed: each domain's explicit model access rules
+        self.access: dict[str, dict[int, bool]] = access
         self.loaded_at = time.monotonic()
 
     def allowed(self, domain_id: str, entry: ModelEntry) -> bool:
-        granted, denied = self.access.get(domain_id, (frozenset(), frozenset()))
-        return entry.id in granted or (entry.public and entry.id not in denied)
+        rule = self.access.get(domain_id, {}).get(entry.id)
+        return may_use(public=entry.public, rule=rule)
 
     def models_for(self, domain_id: str) -> list[ModelEntry]:
         return [m for m in self.models.values() if self.allowed(domain_id, m)]
@@ -111,7 +113,7 @@ def _backend_routable(backend, now) -> tuple[bool, str]:
 
 def load_snapshot() -> Snapshot:
     """Read the registry (synchronously; run off the event loop)."""
-    from inference.models import Backend, Deployment, Model, ModelAccess
+    from inference.models import Backend, Deployment, Model
 
     now = timezone.now()
     backends = {}
@@ -146,12 +148,7 @@ def load_snapshot() -> Snapshot:
         entry = by_id.get(deployment.model_id)
         if entry is not None:
             entry.deployments.append((deployment.backend_id, deployment.upstream_model))
-    access: dict[str, tuple[set[int], set[int]]] = {}
-    for row in ModelAccess.objects.all().values("domain_id", "model_id", "allowed"):
-        granted, denied = access.setdefault(str(row["domain_id"]), (set(), set()))
-        (granted if row["allowed"] else denied).add(row["model_id"])
-    frozen = {k: (frozenset(g), frozenset(d)) for k, (g, d) in access.items()}
-    return Snapshot(backends, models, frozen, load_guardrails())
+    return Snapshot(backends, models, rules_by_domain(), load_guardrails())
 
 
 def load_guardrails() -> dict:
@@ -165,8 +162,8 @@ def load_guardrails() -> dict:
     return pipelines
 
 
-class Router:
-    """Per-process routing state: the snapshot, breakers and in-flight counts."""
+class Registry:
+    """This process's view of the registry: the snapshot, breakers and in-flight counts."""
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
@@ -201,9 +198,6 @@ class Router:
         guardrails = self.snapshot.guardrails
         return guardrails.get(domain_id) or guardrails[""]
 
-    def invalidate(self) -> None:
-        self.snapshot = None
-
     def breaker(self, backend_id: int) -> Breaker:
         breaker = self.breakers.get(backend_id)
         if breaker is None:
@@ -227,4 +221,4 @@ class Router:
         return found
 
 
-router = Router()
+registry = Registry()

@@ -3,6 +3,7 @@
 import pytest
 
 from domains.models import User
+from inference import access
 from inference.models import Model, ModelAccess
 
 
@@ -31,8 +32,8 @@ def test_an_admin_denies_a_public_model_and_restores_it(api, alice, domain, othe
     response = api.post(url, {"model": "llama", "allowed": False}, format="json")
     assert response.status_code == 200
     assert _names(response) == {"llama": False}
-    assert list(Model.objects.for_domain(domain)) == []
-    assert list(Model.objects.for_domain(other_domain)) == [public]
+    assert list(access.models_for_domain(domain)) == []
+    assert list(access.models_for_domain(other_domain)) == [public]
     response = api.post(url, {"model": "llama", "allowed": None}, format="json")
     assert _names(response) == {"llama": True}
     assert not ModelAccess.objects.exists()
@@ -67,7 +68,7 @@ def test_staff_grant_a_private_model_to_one_domain_only(api, alice, domain, othe
     assert response.status_code == 200
     api.force_login(alice)
     assert _names(api.get(url)) == {"llama": True, "secret-model": True}
-    assert private not in Model.objects.for_domain(other_domain)
+    assert private not in access.models_for_domain(other_domain)
 
 
 def test_the_models_page_lists_and_sets_access(client, alice, bob, domain, models):

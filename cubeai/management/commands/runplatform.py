@@ -15,6 +15,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from inference import health
+from inference.attestation import selectors as attestation_selectors
+from inference.attestation import services as attestation_services
+from inference.models import AttestationRecord
+
 LOCAL_BACKENDS = Path(settings.BASE_DIR) / "deploy" / "local-agent.yaml"
 
 
@@ -60,9 +65,6 @@ class Command(BaseCommand):
     def _attest_when_up(self, port: int) -> None:
         """Once the local agent serves, record it healthy and challenge it, rather than wait
         for the periodic jobs (which may have found it still loading its models)."""
-        from inference import attest, health
-        from inference.models import AttestationRecord
-
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -73,9 +75,9 @@ class Command(BaseCommand):
         else:
             return
         health.backends_check_health()
-        backend = attest.attestable_backends().filter(name="local-agent").first()
+        backend = attestation_selectors.attestable_backends().filter(name="local-agent").first()
         if backend is not None:
-            record = attest.backend_attest(
+            record = attestation_services.backend_attest(
                 backend=backend, trigger=AttestationRecord.Trigger.ON_DEMAND
             )
             outcome = "not confidential, as declared" if record.ok else "FAILED"

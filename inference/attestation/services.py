@@ -1,0 +1,197 @@
+"""Writes of attestation: policy versions, challenges that move a backend in or out of
+routing, expiry, and the records every challenge leaves."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+from pydantic import ValidationError
+
+from domains.services import Invalid
+from inference import attestation as att
+from inference.attestation.challenge import NONCE_BYTES, Challenge, run_challenge, tee_of
+from inference.attestation.selectors import policy_active
+from inference.models import AttestationPolicy, AttestationRecord, Backend
+
+log = logging.getLogger(__name__)
+
+
+def _field_errors(exc: ValidationError) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors():
+        path = ".".join(str(part) for part in ("document", *error["loc"]))
+        errors.setdefault(path, []).append(error["msg"])
+    return errors
+
+
+def attestation_policy_set(
+    *, backend: Backend, document: Any, actor: Any = None
+) -> AttestationPolicy:
+    """Make `document` the backend's active policy, as a new version.
+
+    The document is validated for the backend's TEE type (field errors raise `Invalid`) and
+    stored normalised, defaults included, so the export says exactly what is enforced. The
+    same document as the active one creates nothing. A new version voids the backend's
+    current verification (it was made under another policy): the backend is `unverified`,
+    hence out of routing, until it is attested again under the new version.
+    """
+    if not isinstance(document, dict):
+        raise Invalid({"document": ["The policy must be a JSON object."]})
+    try:
+        policy = att.policy_from_json(tee_of(backend), document)
+    except ValidationError as exc:
+        raise Invalid(_field_errors(exc)) from None
+    normalised = policy.model_dump(mode="json")
+    user = getattr(actor, "user", actor)
+    with transaction.atomic():
+        Backend.objects.select_for_update().filter(pk=backend.pk).first()
+        current = policy_active(backend=backend)
+        if current is not None and current.document == normalised:
+            return current
+        latest = AttestationPolicy.objects.filter(backend=backend).aggregate(v=Max("version"))
+        AttestationPolicy.objects.filter(backend=backend, active=True).update(active=False)
+        row = AttestationPolicy.objects.create(
+            backend=backend,
+            version=(latest["v"] or 0) + 1,
+            tee_type=backend.tee_type,
+            document=normalised,
+            active=True,
+            created_by=user if getattr(user, "pk", None) else None,
+        )
+        if backend.tee_type != Backend.TeeType.NONE:
+            Backend.objects.filter(pk=backend.pk).update(
+                attestation_status=Backend.Attestation.UNVERIFIED,
+                attestation_expires_at=None,
+                attestation_error=f"policy changed to version {row.version}; not attested yet",
+                updated_at=timezone.now(),
+            )
+    log.info("attestation policy of %s is now version %s", backend.name, row.version)
+    return row
+
+
+def backend_attest(*, backend: Backend, trigger: str) -> AttestationRecord:
+    """Challenge the backend with a fresh nonce, record the outcome, and update its status
+    and pinned key, which the routing snapshot of every gateway process picks up."""
+    now = timezone.now()
+    challenge = run_challenge(
+        backend=backend,
+        nonce=secrets.token_bytes(NONCE_BYTES),
+        policy_row=policy_active(backend=backend),
+        now=now,
+    )
+    with transaction.atomic():
+        current = Backend.objects.select_for_update().get(pk=backend.pk)
+        changes: dict[str, Any] = {"updated_at": now}
+        if challenge.ok:
+            key_changed = current.pinned_key_sha256 != challenge.key_sha256
+            if key_changed and current.pinned_key_sha256:
+                trigger = AttestationRecord.Trigger.KEY_CHANGE
+                log.warning("backend %s presents a new attested TLS key", backend.name)
+            confidential = backend.tee_type != Backend.TeeType.NONE
+            changes.update(
+                attestation_status=Backend.Attestation.VERIFIED
+                if confidential
+                else Backend.Attestation.NOT_CONFIDENTIAL,
+                attested_at=now,
+                attestation_expires_at=now
+                + timedelta(seconds=settings.CUBEAI_ATTESTATION_VALIDITY_SECONDS),
+                attestation_error="",
+                pinned_key_sha256=challenge.key_sha256,
+            )
+        else:
+            # The pin is kept: traffic that still flows (a `none` backend) must keep going
+            # to the key that was attested, not to whatever answers now.
+            changes.update(
+                attestation_status=Backend.Attestation.FAILED,
+                attestation_expires_at=None,
+                attestation_error="; ".join(challenge.result.reasons)[:500],
+            )
+            log.warning(
+                "attestation of %s failed: %s", backend.name, "; ".join(challenge.result.reasons)
+            )
+        Backend.objects.filter(pk=backend.pk).update(**changes)
+        record = AttestationRecord.objects.create(
+            backend=current,
+            at=now,
+            trigger=trigger,
+            tee_type=backend.tee_type,
+            **challenge.record_fields(),
+        )
+    for name, value in changes.items():
+        setattr(backend, name, value)
+    return record
+
+
+def backends_expire_attestations(*, now: datetime | None = None) -> int:
+    """Mark verified backends whose attestation expired as failed, and record it."""
+    now = now or timezone.now()
+    expired = Backend.objects.filter(
+        attestation_status=Backend.Attestation.VERIFIED, attestation_expires_at__lte=now
+    )
+    count = 0
+    for backend in expired:
+        with transaction.atomic():
+            updated = Backend.objects.filter(
+                pk=backend.pk,
+                attestation_status=Backend.Attestation.VERIFIED,
+                attestation_expires_at__lte=now,
+            ).update(
+                attestation_status=Backend.Attestation.FAILED,
+                attestation_error="attestation expired",
+                updated_at=now,
+            )
+            if updated:
+                count += 1
+                AttestationRecord.objects.create(
+                    backend=backend,
+                    at=now,
+                    ok=False,
+                    trigger=AttestationRecord.Trigger.PERIODIC,
+                    tee_type=backend.tee_type,
+                    failures=[{"code": "expired", "message": "attestation expired"}],
+                    nonce="",
+                )
+    return count
+
+
+async def client_challenge(*, backend: Backend, nonce: bytes) -> tuple[Challenge, str]:
+    """Run the challenge with a client's nonce. It records the challenge but changes nothing
+    about the backend: a client cannot move a backend in or out of routing. Returns the
+    challenge and the backend's currently pinned key hash."""
+    row = await sync_to_async(policy_active)(backend=backend)
+    challenge = await sync_to_async(run_challenge, thread_sensitive=False)(
+        backend=backend, nonce=nonce, policy_row=row, now=timezone.now()
+    )
+    await sync_to_async(AttestationRecord.objects.create)(
+        backend=backend,
+        at=timezone.now(),
+        trigger=AttestationRecord.Trigger.CLIENT,
+        tee_type=backend.tee_type,
+        **challenge.record_fields(),
+    )
+    return challenge, backend.pinned_key_sha256
+
+
+def reattest_later(
+    *, backend: Backend, trigger: str = AttestationRecord.Trigger.POLICY_CHANGE
+) -> None:
+    """Queue a challenge of the backend for a worker, once the current transaction commits."""
+
+    def send() -> None:
+        from inference.tasks import attest_backend
+
+        try:
+            attest_backend.delay(backend.pk, str(trigger))
+        except Exception:
+            # The periodic run will get to it; a broker outage must not fail the edit.
+            log.exception("could not queue the attestation of %s", backend.name)
+
+    transaction.on_commit(send)
