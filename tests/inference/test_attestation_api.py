@@ -79,6 +79,17 @@ def test_the_policy_endpoint_exports_the_active_policies(served, domain, alice, 
             "version": None,
             "created_at": None,
             "policy": {"allow_insecure": True},
+            "policy_fields": [
+                {
+                    "field": "allow_insecure",
+                    "value": True,
+                    "pinned": False,
+                    "warning": "a backend without a TEE is accepted: nothing about it is attested",
+                }
+            ],
+            "warnings": [
+                "allow_insecure: a backend without a TEE is accepted: nothing about it is attested"
+            ],
         }
     ]
 
