@@ -157,7 +157,7 @@ async def open_response(
     last_error = "no backend available"
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
         breaker = registry.breaker(target.id)
-        target.in_flight += 1
+        registry.started(target.id)
         try:
             response = await asyncio.wait_for(
                 session().post(
@@ -172,7 +172,7 @@ async def open_response(
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Any client-side failure before an answer (refused, reset, a malformed status
             # line, oversized headers) is the backend's fault: fail over.
-            target.in_flight -= 1
+            registry.finished(target.id)
             breaker.failure(time.monotonic())
             last_error = type(exc).__name__
             log.warning("backend %s failed before the first byte: %s", target.name, last_error)
@@ -180,10 +180,10 @@ async def open_response(
                 _reattest_soon(target)
             continue
         except BaseException:
-            target.in_flight -= 1
+            registry.finished(target.id)
             raise
         if response.status in RETRYABLE_STATUS and attempt + 1 < min(len(candidates), 2):
-            target.in_flight -= 1
+            registry.finished(target.id)
             breaker.failure(time.monotonic())
             last_error = f"HTTP {response.status}"
             response.release()
@@ -202,7 +202,7 @@ async def open_response(
 def done(target: Target | None) -> None:
     """Mark one in-flight request to this backend finished."""
     if target is not None:
-        target.in_flight = max(0, target.in_flight - 1)
+        registry.finished(target.id)
 
 
 @asynccontextmanager
