@@ -339,7 +339,7 @@ CUBEAI_RATE_LIMIT_TOKEN_RPM = envint("CUBEAI_RATE_LIMIT_TOKEN_RPM", "600")
 CUBEAI_RATE_LIMIT_DOMAIN_RPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_RPM", "6000")
 DATA_UPLOAD_MAX_MEMORY_SIZE = CUBEAI_MAX_JSON_BYTES
 
-# Attestation of backends (inference/attest.py, inference/attestation/README.md).
+# Attestation of backends (inference/attestation/README.md).
 CUBEAI_ATTESTATION_PERIOD_SECONDS = envint("CUBEAI_ATTESTATION_PERIOD_SECONDS", "600")
 # How long a verification lets a backend route; past it the backend leaves routing even if
 # re-attestation never ran. Twice the period, so one late or failed run is not an outage.
@@ -354,6 +354,9 @@ CUBEAI_ATTESTATION_VCEK_CACHE_DIR = os.environ.get("CUBEAI_ATTESTATION_VCEK_CACH
 CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR = os.environ.get(
     "CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR", ""
 )
+# AMD's CRLs (`<product>.crl`, `<product>-vlek.crl`, from kdsintf.amd.com), refreshed by the
+# operator; checked when present, required by a policy's `require_crl`, never fetched.
+CUBEAI_ATTESTATION_AMD_CRL_DIR = os.environ.get("CUBEAI_ATTESTATION_AMD_CRL_DIR", "")
 CELERY_BEAT_SCHEDULE["attest-backends"] = {
     "task": "inference.tasks.attest_backends",
     "schedule": CUBEAI_ATTESTATION_PERIOD_SECONDS,

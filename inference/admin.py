@@ -88,7 +88,8 @@ class PolicyVersionForm(forms.ModelForm):
 
     document = forms.JSONField(
         help_text=(
-            'SEV-SNP: {"measurements": ["<96 hex>"], "min_tcb": {...}, ...}; '
+            'SEV-SNP: {"measurements": ["<96 hex>"], "min_tcb": {"Genoa": {"bootloader": 10, '
+            '"tee": 0, "snp": 23, "microcode": 84}} (or "any"), ...}; '
             'TDX: {"mrtds": ["<96 hex>"], ...}; none: {"allow_insecure": true}.'
         ),
         widget=forms.Textarea(attrs={"rows": 12, "cols": 90}),

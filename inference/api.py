@@ -410,7 +410,8 @@ async def attestation(request: HttpRequest, body: AttestationIn):
 
 @attestation_router.get("/attestation/policy", url_name="attestation_policy")
 async def attestation_policy(request: HttpRequest):
-    """The active attestation policy of each backend serving the domain."""
+    """The active attestation policy of each backend serving the domain, with which fields
+    are pinned and which open (`policy_fields`) and a warning for each open one."""
     request_id_of(request)
     request.auth.require(permissions.ATTESTATION_READ)
 

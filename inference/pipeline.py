@@ -16,6 +16,7 @@ memory only; what is recorded is counts, never content.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -93,6 +94,7 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     model: str = ""
     target: Target | None = None
+    upstream_model: str = ""
     stream: bool = False
     status: int = 200
     usage: dict = field(default_factory=dict)
@@ -101,6 +103,8 @@ class Call:
     guardrails: dict = field(default_factory=dict)
     guard_headers: dict = field(default_factory=dict)
     rate_headers: dict = field(default_factory=dict)
+    # The stream's relay ran to its end (the recording may still wait for a token count).
+    relayed: bool = False
     recorded: bool = False
 
     @property
@@ -192,7 +196,7 @@ class Stream:
 
 
 def _abandoned(call: Call, response: aiohttp.ClientResponse) -> None:
-    if not call.recorded:
+    if not call.relayed:
         response.release()
         upstream.done(call.target)
         call.record(499)
@@ -490,12 +494,15 @@ async def _relay(
         status = 502
         raise UpstreamFailed("The backend stream failed or stalled.") from None
     finally:
+        call.relayed = True
         response.release()
         upstream.done(call.target)
         call.guardrails["output"] = sanitizer.audit()
-        if not call.usage:
+        if call.usage:
+            call.record(status)
+        else:
             _count_usage(call, params, completion_tokens=delivered)
-        call.record(status)
+            _settle_later(call, params, status)
 
 
 # Usage ------------------------------------------------------------------------------------
@@ -511,6 +518,34 @@ def _take_usage(call: Call, usage: Any, params: dict, body: dict) -> None:
         return
     texts = "".join(text for choice in body.get("choices") or () for text in _texts(choice))
     _count_usage(call, params, completion_tokens=_estimate(texts))
+
+
+# Usage recordings waiting for a backend's token count; held here so none is collected.
+_settling: set[asyncio.Task] = set()
+
+
+def _settle_later(call: Call, params: dict, status: int) -> None:
+    """Record the call once the backend has counted the prompt's tokens (off the request
+    path: the client has its answer or is gone); the gateway's estimate stands otherwise."""
+    task = asyncio.get_running_loop().create_task(_settle(call, params, status))
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+
+
+async def _settle(call: Call, params: dict, status: int) -> None:
+    try:
+        body = {key: params[key] for key in ("messages", "prompt") if key in params}
+        if body and call.target is not None:
+            counted = await upstream.count_prompt_tokens(call.target, call.upstream_model, body)
+            if counted is not None:
+                completion = call.usage["completion_tokens"]
+                call.usage = {
+                    "prompt_tokens": counted,
+                    "completion_tokens": completion,
+                    "total_tokens": counted + completion,
+                }
+    finally:
+        call.record(status)
 
 
 def _count_usage(call: Call, params: dict, *, completion_tokens: int) -> None:

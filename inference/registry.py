@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
@@ -35,7 +36,6 @@ class Target:
     attestation: str
     pinned_key_sha256: str
     routable: bool
-    in_flight: int = 0
 
 
 @dataclass(slots=True)
@@ -163,11 +163,17 @@ def load_guardrails() -> dict:
 
 
 class Registry:
-    """This process's view of the registry: the snapshot, breakers and in-flight counts."""
+    """This process's view of the registry: the snapshot, breakers and in-flight counts.
+
+    Breakers and in-flight counts are kept by backend id, outside the snapshot, so a
+    refresh (a new snapshot with new backend objects) leaves them as they are: a request
+    that spans a refresh is counted done against the count it was counted in.
+    """
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
         self.breakers: dict[int, Breaker] = {}
+        self.in_flight: Counter[int] = Counter()
         self._refreshing: asyncio.Task | None = None
         self._rotation = itertools.count()
 
@@ -185,11 +191,6 @@ class Registry:
 
     async def refresh(self) -> Snapshot:
         snapshot = await sync_to_async(load_snapshot, thread_sensitive=True)()
-        old = self.snapshot
-        if old is not None:
-            for backend_id, target in snapshot.backends.items():
-                if backend_id in old.backends:
-                    target.in_flight = old.backends[backend_id].in_flight
         self.snapshot = snapshot
         return snapshot
 
@@ -217,8 +218,17 @@ class Registry:
         if len(found) > 1:
             turn = next(self._rotation) % len(found)
             found = found[turn:] + found[:turn]
-            found.sort(key=lambda pair: pair[0].in_flight)
+            found.sort(key=lambda pair: self.in_flight[pair[0].id])
         return found
+
+    def started(self, backend_id: int) -> None:
+        """One more request in flight to this backend."""
+        self.in_flight[backend_id] += 1
+
+    def finished(self, backend_id: int) -> None:
+        """One request to this backend is over (answered, failed or abandoned)."""
+        if self.in_flight[backend_id] > 0:
+            self.in_flight[backend_id] -= 1
 
 
 registry = Registry()

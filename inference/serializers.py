@@ -2,8 +2,10 @@
 policies and usage queries."""
 
 from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from inference.attestation import selectors as attestation_selectors
 from inference.models import AttestationPolicy, Backend, Deployment, Model
 
 
@@ -80,12 +82,43 @@ class DeploymentSerializer(serializers.ModelSerializer):
         fields = ["id", "model", "backend", "upstream_model", "enabled"]
 
 
+class PolicyFieldOut(serializers.Serializer):
+    """One policy field: pinned, or open with a warning saying what it lets through."""
+
+    field = serializers.CharField()
+    value = serializers.JSONField(allow_null=True)
+    pinned = serializers.BooleanField()
+    warning = serializers.CharField(allow_null=True)
+
+
 class AttestationPolicyVersionOut(serializers.ModelSerializer):
     created_by = serializers.SlugRelatedField(slug_field="email", read_only=True)
+    policy_fields = serializers.SerializerMethodField()
+    warnings = serializers.SerializerMethodField()
 
     class Meta:
         model = AttestationPolicy
-        fields = ["version", "tee_type", "document", "active", "created_by", "created_at"]
+        fields = [
+            "version",
+            "tee_type",
+            "document",
+            "active",
+            "created_by",
+            "created_at",
+            "policy_fields",
+            "warnings",
+        ]
+
+    def _review(self, row: AttestationPolicy) -> dict:
+        return attestation_selectors.policy_fields(tee_type=row.tee_type, document=row.document)
+
+    @extend_schema_field(PolicyFieldOut(many=True))
+    def get_policy_fields(self, row: AttestationPolicy) -> list[dict]:
+        return self._review(row)["policy_fields"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_warnings(self, row: AttestationPolicy) -> list[str]:
+        return self._review(row)["warnings"]
 
 
 class AttestationPolicyIn(serializers.Serializer):

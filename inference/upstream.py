@@ -147,8 +147,9 @@ async def open_response(
     request_id: str,
     body_for: BodyFor,
     content_type: str | None = "application/json",
-) -> tuple[Target, aiohttp.ClientResponse]:
-    """Send the request, failing over once; returns the backend and its open response.
+) -> tuple[Target, str, aiohttp.ClientResponse]:
+    """Send the request, failing over once; returns the backend, the model name it was
+    asked for, and its open response.
 
     `body_for(upstream_model)` builds the body for a deployment, since deployments may name
     the model differently. The caller must release the response.
@@ -156,7 +157,7 @@ async def open_response(
     last_error = "no backend available"
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
         breaker = registry.breaker(target.id)
-        target.in_flight += 1
+        registry.started(target.id)
         try:
             response = await asyncio.wait_for(
                 session().post(
@@ -171,7 +172,7 @@ async def open_response(
         except (aiohttp.ClientError, TimeoutError) as exc:
             # Any client-side failure before an answer (refused, reset, a malformed status
             # line, oversized headers) is the backend's fault: fail over.
-            target.in_flight -= 1
+            registry.finished(target.id)
             breaker.failure(time.monotonic())
             last_error = type(exc).__name__
             log.warning("backend %s failed before the first byte: %s", target.name, last_error)
@@ -179,10 +180,10 @@ async def open_response(
                 _reattest_soon(target)
             continue
         except BaseException:
-            target.in_flight -= 1
+            registry.finished(target.id)
             raise
         if response.status in RETRYABLE_STATUS and attempt + 1 < min(len(candidates), 2):
-            target.in_flight -= 1
+            registry.finished(target.id)
             breaker.failure(time.monotonic())
             last_error = f"HTTP {response.status}"
             response.release()
@@ -191,7 +192,7 @@ async def open_response(
             breaker.failure(time.monotonic())
         else:
             breaker.success()
-        return target, response
+        return target, upstream_model, response
     raise NoBackend(
         "No backend could serve this request right now; please retry.",
         extra={"detail": last_error} if settings.DEBUG else None,
@@ -201,7 +202,7 @@ async def open_response(
 def done(target: Target | None) -> None:
     """Mark one in-flight request to this backend finished."""
     if target is not None:
-        target.in_flight = max(0, target.in_flight - 1)
+        registry.finished(target.id)
 
 
 @asynccontextmanager
@@ -213,7 +214,7 @@ async def exchange(
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """A backend's answer that is not an error (an error is raised, normalised), released
     and counted done afterwards; `call.target` is the backend that answered."""
-    target, response = await open_response(
+    target, call.upstream_model, response = await open_response(
         candidates,
         call.endpoint.path,
         request_id=call.request_id,
@@ -234,7 +235,7 @@ async def open_stream(
     call: "Call", candidates: list[tuple[Target, str]], body_for: BodyFor
 ) -> aiohttp.ClientResponse:
     """A backend's event stream, open; the caller releases it and calls `done`."""
-    target, response = await open_response(
+    target, call.upstream_model, response = await open_response(
         candidates, call.endpoint.path, request_id=call.request_id, body_for=body_for
     )
     call.target = target
@@ -245,6 +246,37 @@ async def open_stream(
             response.release()
             done(target)
     return response
+
+
+# Backends whose `/tokenize` did not answer, and until when not to ask them again.
+_no_tokenize: dict[int, float] = {}
+
+
+async def count_prompt_tokens(target: Target, upstream_model: str, body: dict) -> int | None:
+    """The prompt's tokens as the backend counts them (vLLM's `POST /tokenize`, given the
+    request's `messages` or `prompt`), or None when it cannot say; asked at most once in
+    ten minutes of a backend that could not."""
+    now = time.monotonic()
+    if _no_tokenize.get(target.id, 0) > now:
+        return None
+    root = target.base_url.removesuffix("/v1")
+    try:
+        async with session().post(
+            f"{root}/tokenize",
+            json={**body, "model": upstream_model},
+            headers=_headers(target, "", None),
+            ssl=ssl_for(target),
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=settings.CUBEAI_UPSTREAM_CONNECT_TIMEOUT),
+        ) as response:
+            if response.status == 200:
+                count = (await response.json(content_type=None)).get("count")
+                if isinstance(count, int) and count >= 0:
+                    return count
+    except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+        pass
+    _no_tokenize[target.id] = now + 600
+    return None
 
 
 # How backends word a prompt too long for the model's context (vLLM, llama.cpp, Ollama).

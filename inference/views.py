@@ -53,12 +53,11 @@ def model_access_set(request: HttpRequest) -> HttpResponse:
 
 
 def _tcb_text(claims: dict) -> str:
-    """SEV-SNP's reported TCB levels, or TDX's TCB status."""
+    """SEV-SNP's reported TCB levels (with Turin's FMC), or TDX's TCB status."""
     tcb = claims.get("reported_tcb")
     if isinstance(tcb, dict):
-        return ", ".join(
-            f"{part} {tcb.get(part)}" for part in ("bootloader", "tee", "snp", "microcode")
-        )
+        parts = ("fmc", "bootloader", "tee", "snp", "microcode")
+        return ", ".join(f"{part} {tcb[part]}" for part in parts if part in tcb)
     return str(claims.get("tcb_status") or "")
 
 
@@ -70,6 +69,9 @@ def domain_attestation(request: HttpRequest) -> HttpResponse:
         record = attestation_selectors.last_platform_record(backend)
         claims = record.claims if record else {}
         policy = attestation_selectors.policy_export(backend=backend)
+        fields = [
+            {**field, "value_text": json.dumps(field["value"])} for field in policy["policy_fields"]
+        ]
         rows.append(
             {
                 "backend": backend,
@@ -78,6 +80,7 @@ def domain_attestation(request: HttpRequest) -> HttpResponse:
                 "measurement": claims.get("measurement"),
                 "tcb": _tcb_text(claims),
                 "policy": policy,
+                "policy_fields": fields,
                 "policy_json": json.dumps(policy["policy"], indent=2, sort_keys=True),
             }
         )

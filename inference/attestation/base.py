@@ -3,7 +3,9 @@
 Subclasses implement `_verify` for one TEE type. `verify` validates the policy and `now`,
 checks the evidence is of the right TEE type, and turns any exception raised while
 handling hostile input into a failed result, so a caller can never mistake a crash for a
-pass and never has to wrap the call itself.
+pass and never has to wrap the call itself. `verify_genuine` does the same with no policy:
+it answers only whether the evidence is authentic and current (for auditors and the
+offline `verify_evidence` command); the platform always verifies under a policy.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ class Verifier(abc.ABC):
         self, evidence: Evidence, policy: BaseModel | dict[str, Any], *, now: datetime
     ) -> VerificationResult:
         """Verify `evidence` against `policy` as of `now` (an aware datetime)."""
+        if policy is None:
+            return VerificationResult.failed(
+                self.tee_type, FailureCode.INVALID_POLICY, "a policy is required"
+            )
+        return self._checked(evidence, policy, now)
+
+    def verify_genuine(self, evidence: Evidence, *, now: datetime) -> VerificationResult:
+        """Whether `evidence` is authentic and current as of `now`, under no policy."""
+        return self._checked(evidence, None, now)
+
+    def _checked(
+        self, evidence: Evidence, policy: BaseModel | dict[str, Any] | None, now: datetime
+    ) -> VerificationResult:
         if not isinstance(now, datetime) or now.tzinfo is None:
             return VerificationResult.failed(
                 self.tee_type, FailureCode.INVALID_ARGUMENT, "now must be an aware datetime"
@@ -47,7 +62,7 @@ class Verifier(abc.ABC):
         try:
             checked = (
                 policy
-                if isinstance(policy, self.policy_model)
+                if policy is None or isinstance(policy, self.policy_model)
                 else self.policy_model.model_validate(policy)
             )
         except ValidationError as exc:
@@ -66,4 +81,5 @@ class Verifier(abc.ABC):
 
     @abc.abstractmethod
     def _verify(self, evidence: Evidence, policy: Any, now: datetime) -> VerificationResult:
-        """Verify evidence of this verifier's TEE type; may raise on malformed input."""
+        """Verify evidence of this verifier's TEE type, under `policy` unless it is None;
+        may raise on malformed input."""

@@ -43,7 +43,7 @@ def load_certificate(data: bytes) -> x509.Certificate:
             "ignore", message=_SERIAL_WARNING, category=CryptographyDeprecationWarning
         )
         try:
-            if data.lstrip().startswith(b"-----BEGIN"):
+            if b"-----BEGIN CERTIFICATE-----" in data:
                 return x509.load_pem_x509_certificate(data)
             return x509.load_der_x509_certificate(data)
         except CERTIFICATE_ERRORS as exc:

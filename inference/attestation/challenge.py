@@ -54,14 +54,16 @@ _configured = False
 
 
 def _configure_verifiers() -> None:
-    """Give the verifiers the operator's VCEK and collateral caches, once per process."""
+    """Give the verifiers the operator's VCEK cache, AMD CRLs and TDX collateral, once per
+    process."""
     global _configured
     if _configured:
         return
     verifiers: dict[TeeType, att.Verifier] = {}
-    if settings.CUBEAI_ATTESTATION_VCEK_CACHE_DIR:
+    if settings.CUBEAI_ATTESTATION_VCEK_CACHE_DIR or settings.CUBEAI_ATTESTATION_AMD_CRL_DIR:
         verifiers[TeeType.SEV_SNP] = att.SnpVerifier(
-            vcek_cache=settings.CUBEAI_ATTESTATION_VCEK_CACHE_DIR
+            vcek_cache=settings.CUBEAI_ATTESTATION_VCEK_CACHE_DIR or None,
+            crls=settings.CUBEAI_ATTESTATION_AMD_CRL_DIR or None,
         )
     if settings.CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR:
         verifiers[TeeType.TDX] = att.TdxVerifier(

@@ -57,3 +57,20 @@ def verify_evidence(
             TeeType.NONE, FailureCode.INVALID_ARGUMENT, f"unknown TEE type {tee_type!r}"
         )
     return _verifiers[checked_type].verify(evidence, policy, now=now)
+
+
+def verify_genuine(
+    tee_type: TeeType | str, evidence: Evidence, *, now: datetime
+) -> VerificationResult:
+    """Whether `evidence` is authentic and current as of `now`, applying no policy.
+
+    For auditors (the offline `verify_evidence` command): the claims say what the hardware
+    vouches for, and `ok` only that it does. Never raises.
+    """
+    try:
+        checked_type = TeeType(tee_type)
+    except ValueError:
+        return VerificationResult.failed(
+            TeeType.NONE, FailureCode.INVALID_ARGUMENT, f"unknown TEE type {tee_type!r}"
+        )
+    return _verifiers[checked_type].verify_genuine(evidence, now=now)

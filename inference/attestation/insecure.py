@@ -20,7 +20,9 @@ class NoneVerifier(Verifier):
     tee_type = TeeType.NONE
     policy_model = NonePolicy
 
-    def _verify(self, evidence: Evidence, policy: NonePolicy, now: datetime) -> VerificationResult:
+    def _verify(
+        self, evidence: Evidence, policy: NonePolicy | None, now: datetime
+    ) -> VerificationResult:
         # The agent's own report data is passed on so that the TLS key binding can still be
         # checked in development, but it is self-asserted: nothing vouches for it.
         claims = {
@@ -29,7 +31,11 @@ class NoneVerifier(Verifier):
             "report_data": evidence.report.hex() if evidence.report else None,
         }
         failures = []
-        if not policy.allow_insecure:
+        if policy is None:
+            failures.append(
+                Failure(FailureCode.INSECURE_NOT_ALLOWED, "no hardware vouches for this evidence")
+            )
+        elif not policy.allow_insecure:
             failures.append(
                 Failure(
                     FailureCode.INSECURE_NOT_ALLOWED,

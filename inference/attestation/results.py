@@ -67,7 +67,31 @@ class FailureCode(StrEnum):
     REPORT_DATA_MISMATCH = "report_data_mismatch"
     INSECURE_NOT_ALLOWED = "insecure_not_allowed"
     INTERNAL_ERROR = "internal_error"
-    # The challenge itself, as run by the platform (`inference.attest`), before or around
+    # SEV-SNP: the product line and AMD's revocation lists.
+    UNKNOWN_PRODUCT = "unknown_product"
+    PRODUCT_MISMATCH = "product_mismatch"
+    CRL_MISSING = "crl_missing"
+    CRL_INVALID = "crl_invalid"
+    CERTIFICATE_REVOKED = "certificate_revoked"
+    # SEV-SNP policy fields.
+    PRODUCT_NOT_ALLOWED = "product_not_allowed"
+    FIRMWARE_TOO_OLD = "firmware_too_old"
+    ABI_TOO_OLD = "abi_too_old"
+    GUEST_POLICY_NOT_ALLOWED = "guest_policy_not_allowed"
+    PLATFORM_INFO_MISSING = "platform_info_missing"
+    ID_KEY_NOT_ALLOWED = "id_key_not_allowed"
+    AUTHOR_KEY_NOT_ALLOWED = "author_key_not_allowed"
+    GUEST_SVN_TOO_LOW = "guest_svn_too_low"
+    FAMILY_ID_MISMATCH = "family_id_mismatch"
+    IMAGE_ID_MISMATCH = "image_id_mismatch"
+    MITIGATION_MISSING = "mitigation_missing"
+    # TDX policy fields.
+    TD_IDENTITY_MISMATCH = "td_identity_mismatch"
+    XFAM_MISMATCH = "xfam_mismatch"
+    TD_ATTRIBUTES_MISMATCH = "td_attributes_mismatch"
+    TEE_TCB_SVN_TOO_LOW = "tee_tcb_svn_too_low"
+    ADVISORY_NOT_ACCEPTED = "advisory_not_accepted"
+    # The challenge itself, as run by the platform (`inference.attestation.challenge`), before or around
     # the hardware verification.
     AGENT_UNREACHABLE = "agent_unreachable"
     AGENT_ERROR = "agent_error"

@@ -1,11 +1,13 @@
 """Pinned vendor trust anchors, shipped in `trust/` beside this module.
 
-The AMD ARKs and their ASK/ASVK intermediates and the Intel SGX Root CA are the only
-certificates we trust as issuers; whatever intermediates or roots a guest sends are
-ignored. Each file's SHA-256 (of the DER encoding) is pinned here and checked when the
-file is first loaded, so a swapped file fails closed. The values are the ones published
-with the test data (`tests/attestation/data/README.md`) and match the copies built into
-virtee/sev and trustee.
+The AMD ARKs and their ASK (VCEK) and ASVK (VLEK) intermediates for Milan, Genoa and
+Turin, and the Intel SGX Root CA, are the only certificates we trust as issuers; whatever
+intermediates or roots a guest sends are ignored. Each file's SHA-256 (of the DER
+encoding) is pinned here and checked when the file is first loaded, so a swapped file
+fails closed. The values are the ones published with the test data
+(`tests/attestation/data/README.md`); every one was compared with the copies in
+google/go-sev-guest `verify/trust/`, virtee/sev and confidential-containers/trustee, which
+agree byte for byte.
 
 `check_pinned_roots()` loads everything once; call it from a start-up check to fail
 early rather than on the first attestation.
@@ -32,6 +34,10 @@ PINNED_SHA256 = {
     "asvk_milan.pem": "c5e081f59b7efab1fe2f8b505e159704e72f29cab7ef7cf628a05a42439082f5",
     "ark_genoa.pem": "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1",
     "ask_genoa.pem": "5464738c1546aed5f2cecf1dc98c5c960a92e8913238a61711bc90ec6e828521",
+    "asvk_genoa.pem": "197e610743a917d6b9bb982a5a9226ccc0a15b611be0619e626aca9151457372",
+    "ark_turin.pem": "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a",
+    "ask_turin.pem": "5b77ef5fe7a7a004fd9032668fba9d0fda22f88c4442069a479636a6ae3b3185",
+    "asvk_turin.pem": "104e10a8bd060a3c20a434261a57d0588fd65a88915b4f65b08bdecaf8df1a3c",
     "intel_sgx_root_ca.der": "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3",
 }
 
@@ -55,7 +61,13 @@ _AMD_CHAINS = {
     "SEV-Milan": ("Milan", "vcek", "ask_milan.pem", "ark_milan.pem"),
     "SEV-VLEK-Milan": ("Milan", "vlek", "asvk_milan.pem", "ark_milan.pem"),
     "SEV-Genoa": ("Genoa", "vcek", "ask_genoa.pem", "ark_genoa.pem"),
+    "SEV-VLEK-Genoa": ("Genoa", "vlek", "asvk_genoa.pem", "ark_genoa.pem"),
+    "SEV-Turin": ("Turin", "vcek", "ask_turin.pem", "ark_turin.pem"),
+    "SEV-VLEK-Turin": ("Turin", "vlek", "asvk_turin.pem", "ark_turin.pem"),
 }
+
+# The AMD product lines we can verify, in the order AMD shipped them.
+AMD_PRODUCTS = ("Milan", "Genoa", "Turin")
 
 
 @functools.cache

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import Q
+from pydantic import ValidationError
 
 from cubeai.exceptions import NotFound
+from inference.attestation import TeeType, policy_from_json, policy_review
 from inference.models import AttestationPolicy, AttestationRecord, Backend
 
 BINDING = "report_data = SHA-512(nonce || tls_public_key_der)"
@@ -17,15 +19,37 @@ def policy_active(*, backend: Backend) -> AttestationPolicy | None:
 
 
 def policy_export(*, backend: Backend) -> dict[str, Any]:
-    """The backend's active policy as JSON, with the version and TEE type it applies to."""
+    """The backend's active policy as JSON, with the version and TEE type it applies to and
+    which of its fields are pinned or open."""
     row = policy_active(backend=backend)
+    policy = effective_policy(backend, row)
     return {
         "backend": backend.name,
         "tee_type": backend.tee_type,
         "version": row.version if row else None,
         "created_at": row.created_at.isoformat() if row else None,
-        "policy": effective_policy(backend, row),
+        "policy": policy,
+        **policy_fields(tee_type=backend.tee_type, document=policy),
     }
+
+
+def policy_fields(*, tee_type: str, document: dict[str, Any] | None) -> dict[str, Any]:
+    """Which fields of a policy document are pinned and which are open (`policy_fields`),
+    and a warning for each open one (`warnings`), for the page and both APIs."""
+    if document is None:
+        return {"policy_fields": [], "warnings": ["no policy: this backend cannot be attested"]}
+    try:
+        policy = policy_from_json(TeeType.from_provider(tee_type), document)
+    except ValidationError:
+        # Stored versions are validated on the way in and migrated with the schema, so this
+        # is a hand-edited row; say so rather than fail the page.
+        return {
+            "policy_fields": [],
+            "warnings": ["the stored policy is not valid; save a new version"],
+        }
+    fields = [field.to_dict() for field in policy_review(policy)]
+    warnings = [f"{field['field']}: {field['warning']}" for field in fields if field["warning"]]
+    return {"policy_fields": fields, "warnings": warnings}
 
 
 def effective_policy(backend: Backend, row: AttestationPolicy | None) -> dict[str, Any] | None:

@@ -1,15 +1,24 @@
-"""AMD SEV-SNP: report parsing, the VCEK/VLEK chain to a pinned ARK, and the policy.
+"""AMD SEV-SNP: the VCEK/VLEK chain to a pinned ARK, the report signature, and the policy.
 
-The report layout follows AMD's SEV-SNP firmware ABI (report versions 2 and 3, 1184
-bytes, little-endian). Bytes 0x000..0x29F are signed with ECDSA P-384/SHA-384 by the
-chip's VCEK, or by the cloud provider's VLEK when the key-info SIGNING_KEY field says so;
-R and S are 72-byte little-endian numbers at 0x2A0 and 0x2E8.
-
-The endorsement key's certificate comes from the evidence (the extended report's
-certificate table, which configfs-tsm calls `auxblob`) or, failing that, from an
-operator-supplied cache keyed by `vcek_cache_key(chip_id, reported_tcb)`. No network is
-used. The issuers are always the pinned ASK/ASVK and ARK from `roots`; any the guest
+Reports are parsed in `snp_report` (versions 2, 3 and 5; Milan, Genoa and Turin). The
+endorsement key's certificate comes from the evidence (the extended report's certificate
+table, which configfs-tsm calls `auxblob`) or, failing that, from an operator-supplied
+cache keyed by `vcek_cache_key(chip_id, reported_tcb)`. No network is used. The issuers
+are always the pinned ASK/ASVK and ARK of the product line from `roots`; any the guest
 sends are ignored.
+
+Authenticity, checked for every report whatever the policy:
+
+- the leaf is issued by a pinned intermediate (RSA-PSS SHA-384), which the pinned ARK
+  signed; the report's SIGNING_KEY matches the kind of chain (VCEK or VLEK);
+- the product line agrees three ways: the chain, the certificate's productName and, from
+  version 3 on, the report's CPUID (a version 2 report cannot be Turin);
+- every certificate is valid at `now`; the report's ECDSA P-384 signature verifies;
+- the certificate's SPL extensions equal REPORTED_TCB in the product's layout, including
+  Turin's `fmcSPL`; a VCEK's hwID equals CHIP_ID (64 bytes on Milan and Genoa; on Turin
+  the 8-byte hwID equals CHIP_ID's first 8 bytes and the other 56 are zero);
+- an operator-supplied AMD CRL for the chain, when present, is genuine and current, and
+  does not revoke the intermediate (`crl`).
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,12 +47,36 @@ from .certs import (
     load_certificate,
     to_pem,
 )
-from .policy import SnpPolicy
+from .crl import check_crl, crl_name, load_crl
+from .policy import ANY, SnpPolicy
 from .results import Evidence, Failure, FailureCode, TeeType, VerificationResult
+from .snp_report import (
+    REPORT_SIZE,
+    SIGNED_SIZE,
+    SUPPORTED_VERSIONS,
+    TURIN,
+    ReportError,
+    SnpReport,
+    Tcb,
+)
 
-REPORT_SIZE = 1184
-SIGNED_SIZE = 0x2A0
-SUPPORTED_VERSIONS = (2, 3)
+__all__ = [
+    "ARK_GUID",
+    "ASK_GUID",
+    "REPORT_SIZE",
+    "SIGNED_SIZE",
+    "SUPPORTED_VERSIONS",
+    "VCEK_GUID",
+    "VLEK_GUID",
+    "ReportError",
+    "SnpReport",
+    "SnpVerifier",
+    "Tcb",
+    "build_cert_table",
+    "check_snp_policy",
+    "parse_cert_table",
+    "vcek_cache_key",
+]
 
 VCEK_GUID = uuid.UUID("63da758d-e664-4564-adc5-f4b93be8accd")
 VLEK_GUID = uuid.UUID("a8074bc2-a25a-483e-aae6-39c045a0b8a1")
@@ -54,188 +86,19 @@ ARK_GUID = uuid.UUID("c0b406a4-a803-4952-9743-3fb6014cd0ae")
 _CERT_TABLE_ENTRY = struct.Struct("<16sII")
 _MAX_CERT_TABLE_ENTRIES = 64
 
-_SIGNING_KEYS = {0: "vcek", 1: "vlek"}
-_POLICY_DEBUG_BIT = 19
-
 _AMD_OID = "1.3.6.1.4.1.3704.1"
+_OID_PRODUCT_NAME = x509.ObjectIdentifier(f"{_AMD_OID}.2")
 _OID_HWID = x509.ObjectIdentifier(f"{_AMD_OID}.4")
+_OID_CSP_ID = x509.ObjectIdentifier(f"{_AMD_OID}.5")
 _OID_TCB = {
+    "fmc": x509.ObjectIdentifier(f"{_AMD_OID}.3.9"),
     "bootloader": x509.ObjectIdentifier(f"{_AMD_OID}.3.1"),
     "tee": x509.ObjectIdentifier(f"{_AMD_OID}.3.2"),
     "snp": x509.ObjectIdentifier(f"{_AMD_OID}.3.3"),
     "microcode": x509.ObjectIdentifier(f"{_AMD_OID}.3.8"),
 }
 _OID_RSASSA_PSS = x509.ObjectIdentifier("1.2.840.113549.1.1.10")
-
-
-class ReportError(ValueError):
-    """The evidence is not a well-formed report or certificate table."""
-
-    def __init__(self, message: str, code: FailureCode = FailureCode.MALFORMED_EVIDENCE):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Tcb:
-    """A TCB_VERSION in the Milan/Genoa layout (Turin's differs and is not supported)."""
-
-    raw: int
-    bootloader: int
-    tee: int
-    snp: int
-    microcode: int
-
-    @classmethod
-    def from_raw(cls, raw: int) -> Tcb:
-        parts = raw.to_bytes(8, "little")
-        return cls(raw=raw, bootloader=parts[0], tee=parts[1], snp=parts[6], microcode=parts[7])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "raw": f"{self.raw:016x}",
-            "bootloader": self.bootloader,
-            "tee": self.tee,
-            "snp": self.snp,
-            "microcode": self.microcode,
-        }
-
-
-@dataclass(frozen=True)
-class SnpReport:
-    """The fields of an attestation report that verification and policy use."""
-
-    raw: bytes
-    version: int
-    guest_svn: int
-    policy: int
-    family_id: bytes
-    image_id: bytes
-    vmpl: int
-    signature_algo: int
-    current_tcb: Tcb
-    platform_info: int
-    author_key_en: bool
-    mask_chip_key: bool
-    signing_key: str
-    report_data: bytes
-    measurement: bytes
-    host_data: bytes
-    id_key_digest: bytes
-    author_key_digest: bytes
-    report_id: bytes
-    report_id_ma: bytes
-    reported_tcb: Tcb
-    cpuid: tuple[int, int, int] | None
-    chip_id: bytes
-    committed_tcb: Tcb
-    current_version: str
-    committed_version: str
-    launch_tcb: Tcb
-    signature_r: int
-    signature_s: int
-
-    @property
-    def debug_allowed(self) -> bool:
-        return bool(self.policy >> _POLICY_DEBUG_BIT & 1)
-
-    @classmethod
-    def parse(cls, data: bytes) -> SnpReport:
-        if len(data) != REPORT_SIZE:
-            raise ReportError(f"SNP report must be {REPORT_SIZE} bytes, got {len(data)}")
-        version = _u32(data, 0x00)
-        if version not in SUPPORTED_VERSIONS:
-            raise ReportError(
-                f"SNP report version {version} is not supported (only 2 and 3)",
-                FailureCode.UNSUPPORTED_VERSION,
-            )
-        signature_algo = _u32(data, 0x34)
-        if signature_algo != 1:
-            raise ReportError(
-                f"SNP signature algorithm {signature_algo} is not ECDSA P-384/SHA-384",
-                FailureCode.UNSUPPORTED_VERSION,
-            )
-        key_info = _u32(data, 0x48)
-        signing_key_field = key_info >> 2 & 0b111
-        if signing_key_field not in _SIGNING_KEYS:
-            raise ReportError(f"SNP report SIGNING_KEY {signing_key_field} is not VCEK or VLEK")
-        cpuid = (data[0x188], data[0x189], data[0x18A]) if version >= 3 else None
-        return cls(
-            raw=bytes(data),
-            version=version,
-            guest_svn=_u32(data, 0x04),
-            policy=_u64(data, 0x08),
-            family_id=data[0x10:0x20],
-            image_id=data[0x20:0x30],
-            vmpl=_u32(data, 0x30),
-            signature_algo=signature_algo,
-            current_tcb=Tcb.from_raw(_u64(data, 0x38)),
-            platform_info=_u64(data, 0x40),
-            author_key_en=bool(key_info & 1),
-            mask_chip_key=bool(key_info >> 1 & 1),
-            signing_key=_SIGNING_KEYS[signing_key_field],
-            report_data=data[0x50:0x90],
-            measurement=data[0x90:0xC0],
-            host_data=data[0xC0:0xE0],
-            id_key_digest=data[0xE0:0x110],
-            author_key_digest=data[0x110:0x140],
-            report_id=data[0x140:0x160],
-            report_id_ma=data[0x160:0x180],
-            reported_tcb=Tcb.from_raw(_u64(data, 0x180)),
-            cpuid=cpuid,
-            chip_id=data[0x1A0:0x1E0],
-            committed_tcb=Tcb.from_raw(_u64(data, 0x1E0)),
-            current_version=f"{data[0x1EA]}.{data[0x1E9]}.{data[0x1E8]}",
-            committed_version=f"{data[0x1EE]}.{data[0x1ED]}.{data[0x1EC]}",
-            launch_tcb=Tcb.from_raw(_u64(data, 0x1F0)),
-            signature_r=int.from_bytes(data[0x2A0:0x2E8], "little"),
-            signature_s=int.from_bytes(data[0x2E8:0x330], "little"),
-        )
-
-    def claims(self) -> dict[str, Any]:
-        """The report's fields as a JSON-serialisable dict."""
-        return {
-            "tee_type": str(TeeType.SEV_SNP),
-            "confidential": True,
-            "version": self.version,
-            "guest_svn": self.guest_svn,
-            "policy": {
-                "raw": f"{self.policy:016x}",
-                "abi_minor": self.policy & 0xFF,
-                "abi_major": self.policy >> 8 & 0xFF,
-                "smt": bool(self.policy >> 16 & 1),
-                "migrate_ma": bool(self.policy >> 18 & 1),
-                "debug": self.debug_allowed,
-                "single_socket": bool(self.policy >> 20 & 1),
-            },
-            "family_id": self.family_id.hex(),
-            "image_id": self.image_id.hex(),
-            "vmpl": self.vmpl,
-            "signature_algo": self.signature_algo,
-            "current_tcb": self.current_tcb.to_dict(),
-            "platform_info": f"{self.platform_info:016x}",
-            "author_key_en": self.author_key_en,
-            "mask_chip_key": self.mask_chip_key,
-            "signing_key": self.signing_key,
-            "report_data": self.report_data.hex(),
-            "measurement": self.measurement.hex(),
-            "host_data": self.host_data.hex(),
-            "id_key_digest": self.id_key_digest.hex(),
-            "author_key_digest": self.author_key_digest.hex(),
-            "report_id": self.report_id.hex(),
-            "report_id_ma": self.report_id_ma.hex(),
-            "reported_tcb": self.reported_tcb.to_dict(),
-            "cpuid": (
-                {"family": self.cpuid[0], "model": self.cpuid[1], "stepping": self.cpuid[2]}
-                if self.cpuid
-                else None
-            ),
-            "chip_id": self.chip_id.hex(),
-            "committed_tcb": self.committed_tcb.to_dict(),
-            "current_version": self.current_version,
-            "committed_version": self.committed_version,
-            "launch_tcb": self.launch_tcb.to_dict(),
-        }
+_TURIN_HWID_SIZE = 8
 
 
 def parse_cert_table(blob: bytes) -> dict[uuid.UUID, bytes]:
@@ -289,16 +152,26 @@ class SnpVerifier(Verifier):
 
     `vcek_cache` is where to find VCEK/VLEK certificates that the evidence does not carry:
     a mapping from `vcek_cache_key(...)` to DER or PEM bytes, or a directory holding
-    `<key>.der` or `<key>.pem` files (as fetched from AMD KDS by an operator).
+    `<key>.der` or `<key>.pem` files (as fetched from AMD KDS by an operator). `crls` is
+    where the operator's AMD CRLs are: a folder of `<product>[-vlek].crl` files or a
+    mapping from those names (see `crl`).
     """
 
     tee_type = TeeType.SEV_SNP
     policy_model = SnpPolicy
 
-    def __init__(self, *, vcek_cache: Mapping[str, bytes] | Path | str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        vcek_cache: Mapping[str, bytes] | Path | str | None = None,
+        crls: Mapping[str, bytes] | Path | str | None = None,
+    ) -> None:
         self.vcek_cache = Path(vcek_cache) if isinstance(vcek_cache, str) else vcek_cache
+        self.crls = Path(crls) if isinstance(crls, str) else crls
 
-    def _verify(self, evidence: Evidence, policy: SnpPolicy, now: datetime) -> VerificationResult:
+    def _verify(
+        self, evidence: Evidence, policy: SnpPolicy | None, now: datetime
+    ) -> VerificationResult:
         try:
             report = SnpReport.parse(evidence.report)
         except ReportError as exc:
@@ -322,14 +195,15 @@ class SnpVerifier(Verifier):
                 )
             else:
                 try:
-                    chain = self._check_chain(report, leaf, now, failures, claims)
+                    chain = self._check_chain(report, leaf, now, policy, failures, claims)
                 except CERTIFICATE_ERRORS as exc:
                     # A certificate that parses but whose algorithms, names or extensions
                     # are malformed surfaces here, from cryptography's lazy decoding.
                     failures.append(
                         Failure(FailureCode.CERTIFICATE_INVALID, f"unusable certificate: {exc}")
                     )
-        failures.extend(_check_policy(report, policy))
+        if policy is not None:
+            failures.extend(check_snp_policy(report, policy, claims.get("product")))
         return VerificationResult.from_checks(
             self.tee_type, failures, claims, [to_pem(cert) for cert in chain]
         )
@@ -361,10 +235,12 @@ class SnpVerifier(Verifier):
         report: SnpReport,
         leaf: x509.Certificate,
         now: datetime,
+        policy: SnpPolicy | None,
         failures: list[Failure],
         claims: dict[str, Any],
     ) -> list[x509.Certificate]:
-        """Check leaf ← pinned intermediate ← pinned ARK and the report signature."""
+        """Check leaf ← pinned intermediate ← pinned ARK, the product, the signature, the
+        certificate's extensions and the CRL."""
         issuer = common_name(leaf.issuer)
         try:
             pinned = roots.amd_chain(issuer)
@@ -410,9 +286,45 @@ class SnpVerifier(Verifier):
                         f"{describe_validity(cert)}; not at {now.isoformat()}",
                     )
                 )
+        failures.extend(_check_product(report, leaf, pinned.product, claims))
         failures.extend(_check_signature(report, leaf))
-        failures.extend(_check_extensions(report, leaf))
+        failures.extend(_check_extensions(report, leaf, claims))
+        crl = load_crl(self.crls, crl_name(pinned.product, pinned.signing_key))
+        required = policy is not None and policy.require_crl
+        failures.extend(check_crl(crl, pinned, now=now, required=required, claims=claims))
         return chain
+
+
+def _check_product(
+    report: SnpReport, leaf: x509.Certificate, product: str, claims: dict[str, Any]
+) -> list[Failure]:
+    """The chain's product line must be the certificate's and, from v3 on, the CPUID's."""
+    failures: list[Failure] = []
+    name = _extension_ia5(leaf, _OID_PRODUCT_NAME)
+    claims["certificate_product_name"] = name
+    # KDS names carry the stepping after a dash ("Milan-B0"); the line is what precedes it.
+    if name is None or name.split("-")[0] != product:
+        failures.append(
+            Failure(
+                FailureCode.PRODUCT_MISMATCH,
+                f"the certificate's productName {name!r} is not the {product} line of its chain",
+            )
+        )
+    if report.product is not None and report.product != product:
+        failures.append(
+            Failure(
+                FailureCode.PRODUCT_MISMATCH,
+                f"the report's CPUID is a {report.product} but the certificate is for {product}",
+            )
+        )
+    if report.product is None and product == TURIN:
+        failures.append(
+            Failure(
+                FailureCode.PRODUCT_MISMATCH,
+                f"a version {report.version} report has no CPUID and cannot come from Turin",
+            )
+        )
+    return failures
 
 
 def _check_signature(report: SnpReport, leaf: x509.Certificate) -> list[Failure]:
@@ -432,16 +344,16 @@ def _check_signature(report: SnpReport, leaf: x509.Certificate) -> list[Failure]
     return []
 
 
-def _check_extensions(report: SnpReport, leaf: x509.Certificate) -> list[Failure]:
+def _check_extensions(
+    report: SnpReport, leaf: x509.Certificate, claims: dict[str, Any]
+) -> list[Failure]:
     """The certificate must be for this chip (VCEK only) and this reported TCB."""
     failures: list[Failure] = []
+    reported = report.reported_tcb.components()
     certified = {name: _extension_int(leaf, oid) for name, oid in _OID_TCB.items()}
-    reported = {
-        "bootloader": report.reported_tcb.bootloader,
-        "tee": report.reported_tcb.tee,
-        "snp": report.reported_tcb.snp,
-        "microcode": report.reported_tcb.microcode,
-    }
+    # Only Turin certificates carry fmcSPL; on the older lines it must be absent.
+    if "fmc" not in reported and certified["fmc"] is None:
+        del certified["fmc"]
     if certified != reported:
         failures.append(
             Failure(
@@ -449,58 +361,158 @@ def _check_extensions(report: SnpReport, leaf: x509.Certificate) -> list[Failure
                 f"certificate TCB {certified} differs from REPORTED_TCB {reported}",
             )
         )
+    csp_id = _extension_ia5(leaf, _OID_CSP_ID)
+    if csp_id is not None:
+        claims["csp_id"] = csp_id
     if report.signing_key == "vcek":
         hwid = _extension_bytes(leaf, _OID_HWID)
-        if hwid != report.chip_id:
+        if report.is_turin:
+            matches = (
+                hwid is not None
+                and len(hwid) == _TURIN_HWID_SIZE
+                and report.chip_id[:_TURIN_HWID_SIZE] == hwid
+                and not any(report.chip_id[_TURIN_HWID_SIZE:])
+            )
+        else:
+            matches = hwid == report.chip_id
+        if not matches:
             failures.append(
                 Failure(FailureCode.CHIP_ID_MISMATCH, "VCEK hwID does not match the CHIP_ID")
             )
     return failures
 
 
-def _check_policy(report: SnpReport, policy: SnpPolicy) -> list[Failure]:
+def check_snp_policy(report: SnpReport, policy: SnpPolicy, product: str | None) -> list[Failure]:
+    """Every policy field against the report. `product` is the verified product line (from
+    the chain); without one the report's CPUID stands in."""
+    product = product or report.product
     failures: list[Failure] = []
+
+    def fail(code: FailureCode, message: str) -> None:
+        failures.append(Failure(code, message))
+
     if report.measurement.hex() not in policy.measurements:
-        failures.append(
-            Failure(
-                FailureCode.MEASUREMENT_MISMATCH,
-                f"measurement {report.measurement.hex()} is not in the policy",
-            )
+        fail(
+            FailureCode.MEASUREMENT_MISMATCH,
+            f"measurement {report.measurement.hex()} is not in the policy",
+        )
+    # Without a product line no chain was verified (a version 2 report names none itself);
+    # that failure is reported already, and there is nothing to judge the TCB by.
+    if product is not None:
+        failures.extend(_check_min_tcb(report, policy, product))
+    if policy.min_firmware is not None:
+        wanted = _version_tuple(policy.min_firmware)
+        for name, have in (
+            ("current", report.current_firmware),
+            ("committed", report.committed_firmware),
+        ):
+            if have[: len(wanted)] < wanted:
+                fail(
+                    FailureCode.FIRMWARE_TOO_OLD,
+                    f"{name} firmware {'.'.join(map(str, have))} < {policy.min_firmware}",
+                )
+    if policy.min_abi is not None and report.abi < _version_tuple(policy.min_abi):
+        fail(
+            FailureCode.ABI_TOO_OLD,
+            f"guest policy ABI {report.abi[0]}.{report.abi[1]} < {policy.min_abi}",
+        )
+    if report.vmpl not in policy.allowed_vmpls:
+        fail(FailureCode.VMPL_NOT_ALLOWED, f"VMPL {report.vmpl} is not allowed by policy")
+    if report.signing_key not in policy.signing_keys:
+        fail(
+            FailureCode.SIGNING_KEY_NOT_ALLOWED,
+            f"{report.signing_key.upper()}-signed reports are not allowed by policy",
         )
     if report.debug_allowed and not policy.allow_debug:
-        failures.append(Failure(FailureCode.DEBUG_ENABLED, "guest policy allows debugging"))
-    minimum = policy.min_tcb
-    tcb = report.reported_tcb
-    low = [
-        f"{name} {have} < {want}"
-        for name, have, want in (
-            ("bootloader", tcb.bootloader, minimum.bootloader),
-            ("tee", tcb.tee, minimum.tee),
-            ("snp", tcb.snp, minimum.snp),
-            ("microcode", tcb.microcode, minimum.microcode),
+        fail(FailureCode.DEBUG_ENABLED, "guest policy allows debugging")
+    for bit, allowed, what in (
+        ("migrate_ma", policy.allow_migration_agent, "allows a migration agent"),
+        ("smt", policy.allow_smt, "allows SMT"),
+        ("cxl_allow", policy.allow_cxl, "allows CXL memory"),
+    ):
+        if report.policy_bit(bit) and not allowed:
+            fail(FailureCode.GUEST_POLICY_NOT_ALLOWED, f"guest policy {what}")
+    for bit, required, what in (
+        ("single_socket", policy.require_single_socket, "SINGLE_SOCKET"),
+        ("ciphertext_hiding_dram", policy.require_ciphertext_hiding, "CIPHERTEXT_HIDING_DRAM"),
+    ):
+        if required and not report.policy_bit(bit):
+            fail(FailureCode.GUEST_POLICY_NOT_ALLOWED, f"guest policy does not set {what}")
+    missing_info = [
+        name for name in policy.required_platform_info if not report.platform_info_bit(name)
+    ]
+    if missing_info:
+        fail(
+            FailureCode.PLATFORM_INFO_MISSING,
+            "PLATFORM_INFO lacks " + ", ".join(missing_info),
         )
-        if have < want
+    if (
+        policy.id_key_digests is not None
+        and report.id_key_digest.hex() not in policy.id_key_digests
+    ):
+        fail(FailureCode.ID_KEY_NOT_ALLOWED, "ID_KEY_DIGEST is not in the policy")
+    if (
+        policy.author_key_digests is not None
+        and report.author_key_digest.hex() not in policy.author_key_digests
+    ):
+        fail(FailureCode.AUTHOR_KEY_NOT_ALLOWED, "AUTHOR_KEY_DIGEST is not in the policy")
+    if report.guest_svn < policy.min_guest_svn:
+        fail(
+            FailureCode.GUEST_SVN_TOO_LOW,
+            f"GUEST_SVN {report.guest_svn} < {policy.min_guest_svn}",
+        )
+    if policy.host_data is not None and report.host_data.hex() != policy.host_data:
+        fail(FailureCode.HOST_DATA_MISMATCH, "HOST_DATA differs from policy")
+    if policy.family_id is not None and report.family_id.hex() != policy.family_id:
+        fail(FailureCode.FAMILY_ID_MISMATCH, "FAMILY_ID differs from policy")
+    if policy.image_id is not None and report.image_id.hex() != policy.image_id:
+        fail(FailureCode.IMAGE_ID_MISMATCH, "IMAGE_ID differs from policy")
+    for name, required, vector in (
+        ("LAUNCH_MIT_VECTOR", policy.required_launch_mitigations, report.launch_mit_vector),
+        ("CURRENT_MIT_VECTOR", policy.required_current_mitigations, report.current_mit_vector),
+    ):
+        if required is None:
+            continue
+        if vector is None:
+            fail(
+                FailureCode.MITIGATION_MISSING,
+                f"a version {report.version} report has no {name} (version 5 has)",
+            )
+        elif vector & required != required:
+            fail(
+                FailureCode.MITIGATION_MISSING,
+                f"{name} {vector:#x} lacks required mitigations {required & ~vector:#x}",
+            )
+    if policy.report_data is not None and report.report_data.hex() != policy.report_data:
+        fail(FailureCode.REPORT_DATA_MISMATCH, "REPORT_DATA differs from the expected value")
+    return failures
+
+
+def _check_min_tcb(report: SnpReport, policy: SnpPolicy, product: str) -> list[Failure]:
+    minimum = policy.min_tcb.for_product(product)
+    if minimum is None:
+        return [
+            Failure(
+                FailureCode.PRODUCT_NOT_ALLOWED,
+                f"product line {product} is not in the policy's min_tcb "
+                f"({', '.join(policy.min_tcb.products())})",
+            )
+        ]
+    reported = report.reported_tcb.components()
+    low = [
+        f"{name} {reported.get(name)} < {want}"
+        for name, want in minimum.minimums().items()
+        if want != ANY and (reported.get(name) is None or reported[name] < want)
     ]
     if low:
-        failures.append(Failure(FailureCode.TCB_TOO_LOW, "reported TCB too low: " + ", ".join(low)))
-    if policy.host_data is not None and report.host_data.hex() != policy.host_data:
-        failures.append(Failure(FailureCode.HOST_DATA_MISMATCH, "HOST_DATA differs from policy"))
-    if report.vmpl not in policy.allowed_vmpls:
-        failures.append(
-            Failure(FailureCode.VMPL_NOT_ALLOWED, f"VMPL {report.vmpl} is not allowed by policy")
-        )
-    if report.signing_key not in policy.signing_keys:
-        failures.append(
-            Failure(
-                FailureCode.SIGNING_KEY_NOT_ALLOWED,
-                f"{report.signing_key.upper()}-signed reports are not allowed by policy",
-            )
-        )
-    if policy.report_data is not None and report.report_data.hex() != policy.report_data:
-        failures.append(
-            Failure(FailureCode.REPORT_DATA_MISMATCH, "REPORT_DATA differs from the expected value")
-        )
-    return failures
+        return [
+            Failure(FailureCode.TCB_TOO_LOW, f"{product} REPORTED_TCB too low: " + ", ".join(low))
+        ]
+    return []
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
 
 
 def _extension_bytes(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> bytes | None:
@@ -519,9 +531,12 @@ def _extension_int(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> int | 
     return int.from_bytes(value[2:], "big", signed=True)
 
 
-def _u32(data: bytes, offset: int) -> int:
-    return int.from_bytes(data[offset : offset + 4], "little")
-
-
-def _u64(data: bytes, offset: int) -> int:
-    return int.from_bytes(data[offset : offset + 8], "little")
+def _extension_ia5(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
+    """Decode an AMD text extension (productName, csp_id): a DER IA5String."""
+    value = _extension_bytes(cert, oid)
+    if not value or len(value) < 2 or value[0] != 0x16 or value[1] != len(value) - 2:
+        return None
+    try:
+        return value[2:].decode("ascii")
+    except UnicodeDecodeError:
+        return None

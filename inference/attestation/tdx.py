@@ -8,6 +8,10 @@ platform's TCB status. We parse the TD report ourselves for the claims and the p
 The collateral (dcap-qvl `QuoteCollateralV3` JSON, as served by a PCCS) comes from the
 evidence's `auxblob` or from an operator-supplied cache keyed by the quote's FMSPC. It is
 all signed by Intel, so any source will do; no network is used.
+
+`check_tdx_policy` then judges the TD report, the TCB status and the advisories against the
+policy: MRTD, RTMRs, MRCONFIGID/MROWNER/MROWNERCONFIG, XFAM, TD_ATTRIBUTES (SEPT_VE_DISABLE
+and DEBUG), the minimum TEE_TCB_SVN, and the accepted statuses and advisories.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import dcap_qvl
 
 from . import roots
 from .base import Verifier
-from .policy import TdxPolicy
+from .policy import ANY, TD_ATTRIBUTE_DEBUG, TD_ATTRIBUTE_SEPT_VE_DISABLE, TdxPolicy
 from .results import Evidence, Failure, FailureCode, TeeType, VerificationResult
 
 HEADER_SIZE = 48
@@ -54,8 +58,6 @@ _TD_FIELDS = {
 }
 _TD_15_FIELDS = {"tee_tcb_svn2": (584, 16), "mr_service_td": (600, 48)}
 
-_TD_ATTRIBUTE_DEBUG = 1 << 0
-_TD_ATTRIBUTE_SEPT_VE_DISABLE = 1 << 28
 _TD_ATTRIBUTE_PKS = 1 << 30
 _TD_ATTRIBUTE_KL = 1 << 31
 _TD_ATTRIBUTE_PERFMON = 1 << 63
@@ -136,8 +138,8 @@ class TdxQuote:
             "qe_vendor_id": self.qe_vendor_id.hex(),
             **{name: value.hex() for name, value in self.td_report.items()},
             "td_attributes_bits": {
-                "debug": bool(attributes & _TD_ATTRIBUTE_DEBUG),
-                "sept_ve_disable": bool(attributes & _TD_ATTRIBUTE_SEPT_VE_DISABLE),
+                "debug": bool(attributes & TD_ATTRIBUTE_DEBUG),
+                "sept_ve_disable": bool(attributes & TD_ATTRIBUTE_SEPT_VE_DISABLE),
                 "pks": bool(attributes & _TD_ATTRIBUTE_PKS),
                 "kl": bool(attributes & _TD_ATTRIBUTE_KL),
                 "perfmon": bool(attributes & _TD_ATTRIBUTE_PERFMON),
@@ -163,7 +165,9 @@ class TdxVerifier(Verifier):
             Path(collateral_cache) if isinstance(collateral_cache, str) else collateral_cache
         )
 
-    def _verify(self, evidence: Evidence, policy: TdxPolicy, now: datetime) -> VerificationResult:
+    def _verify(
+        self, evidence: Evidence, policy: TdxPolicy | None, now: datetime
+    ) -> VerificationResult:
         try:
             quote = TdxQuote.parse(evidence.report)
         except QuoteError as exc:
@@ -192,7 +196,12 @@ class TdxVerifier(Verifier):
             )
         else:
             failures.extend(self._check_quote(evidence.report, collateral_json, now, claims))
-        failures.extend(_check_policy(quote, policy, claims.get("tcb_status")))
+        if policy is not None:
+            failures.extend(
+                check_tdx_policy(
+                    quote, policy, claims.get("tcb_status"), claims.get("advisory_ids", [])
+                )
+            )
         return VerificationResult.from_checks(self.tee_type, failures, claims, cert_chain)
 
     def _collateral_json(self, auxblob: bytes | None, fmspc: str) -> str | None:
@@ -227,34 +236,70 @@ class TdxVerifier(Verifier):
         return []
 
 
-def _check_policy(quote: TdxQuote, policy: TdxPolicy, tcb_status: str | None) -> list[Failure]:
+def check_tdx_policy(
+    quote: TdxQuote, policy: TdxPolicy, tcb_status: str | None, advisory_ids: list[str]
+) -> list[Failure]:
+    """Every policy field against the TD report, and dcap-qvl's TCB status and advisories
+    (None and [] when the quote could not be verified, which has failed already)."""
     failures: list[Failure] = []
+
+    def fail(code: FailureCode, message: str) -> None:
+        failures.append(Failure(code, message))
+
     td = quote.td_report
     if td["mr_td"].hex() not in policy.mrtds:
-        failures.append(
-            Failure(
-                FailureCode.MEASUREMENT_MISMATCH, f"MRTD {td['mr_td'].hex()} is not in the policy"
-            )
-        )
+        fail(FailureCode.MEASUREMENT_MISMATCH, f"MRTD {td['mr_td'].hex()} is not in the policy")
     for name in ("rtmr0", "rtmr1", "rtmr2", "rtmr3"):
         expected = getattr(policy, name)
         if expected is not None and td[name].hex() != expected:
-            failures.append(
-                Failure(FailureCode.RTMR_MISMATCH, f"{name.upper()} differs from the policy")
-            )
-    if quote.td_attributes & _TD_ATTRIBUTE_DEBUG and not policy.allow_debug:
-        failures.append(Failure(FailureCode.DEBUG_ENABLED, "TD attributes have DEBUG set"))
+            fail(FailureCode.RTMR_MISMATCH, f"{name.upper()} differs from the policy")
+    for name, field in (
+        ("mrconfigid", "mr_config_id"),
+        ("mrowner", "mr_owner"),
+        ("mrownerconfig", "mr_owner_config"),
+    ):
+        expected = getattr(policy, name)
+        if expected is not None and td[field].hex() != expected:
+            fail(FailureCode.TD_IDENTITY_MISMATCH, f"{name.upper()} differs from the policy")
+    if policy.xfam is not None and td["xfam"].hex() != policy.xfam:
+        fail(FailureCode.XFAM_MISMATCH, f"XFAM {td['xfam'].hex()} is not {policy.xfam}")
+    attributes = quote.td_attributes
+    if policy.td_attributes is not None and td["td_attributes"].hex() != policy.td_attributes:
+        fail(
+            FailureCode.TD_ATTRIBUTES_MISMATCH,
+            f"TD_ATTRIBUTES {td['td_attributes'].hex()} is not {policy.td_attributes}",
+        )
+    if policy.require_sept_ve_disable and not attributes & TD_ATTRIBUTE_SEPT_VE_DISABLE:
+        fail(
+            FailureCode.TD_ATTRIBUTES_MISMATCH,
+            "TD_ATTRIBUTES lacks SEPT_VE_DISABLE: the host could inject #VE on EPT violations",
+        )
+    if attributes & TD_ATTRIBUTE_DEBUG and not policy.allow_debug:
+        fail(FailureCode.DEBUG_ENABLED, "TD attributes have DEBUG set")
+    if policy.min_tee_tcb_svn is not None:
+        minimum = bytes.fromhex(policy.min_tee_tcb_svn)
+        low = [
+            f"component {index} {have} < {want}"
+            for index, (have, want) in enumerate(zip(td["tee_tcb_svn"], minimum, strict=True))
+            if have < want
+        ]
+        if low:
+            fail(FailureCode.TEE_TCB_SVN_TOO_LOW, "TEE_TCB_SVN too low: " + ", ".join(low))
     if policy.report_data is not None and td["report_data"].hex() != policy.report_data:
-        failures.append(
-            Failure(FailureCode.REPORT_DATA_MISMATCH, "REPORT_DATA differs from the expected value")
-        )
+        fail(FailureCode.REPORT_DATA_MISMATCH, "REPORT_DATA differs from the expected value")
     if tcb_status is not None and tcb_status not in policy.accepted_tcb_statuses:
-        failures.append(
-            Failure(
-                FailureCode.TCB_STATUS_NOT_ACCEPTED,
-                f"TCB status {tcb_status} is not in {policy.accepted_tcb_statuses}",
-            )
+        fail(
+            FailureCode.TCB_STATUS_NOT_ACCEPTED,
+            f"TCB status {tcb_status} is not in {policy.accepted_tcb_statuses}",
         )
+    if policy.accepted_advisories != ANY:
+        unaccepted = [item for item in advisory_ids if item not in policy.accepted_advisories]
+        if unaccepted:
+            fail(
+                FailureCode.ADVISORY_NOT_ACCEPTED,
+                f"the platform is exposed to {', '.join(unaccepted)}, which the policy does "
+                "not accept",
+            )
     return failures
 
 

@@ -18,7 +18,7 @@ from inference.attestation.snp import VCEK_GUID, build_cert_table
 
 from .conftest import MILAN_MEASUREMENT, NOW, TDX_V4_MRTD, read, snp_evidence, tdx_evidence
 
-SNP_POLICY = {"measurements": [MILAN_MEASUREMENT]}
+SNP_POLICY = {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}
 TDX_POLICY = {"mrtds": [TDX_V4_MRTD]}
 POLICIES = {TeeType.SEV_SNP: SNP_POLICY, TeeType.TDX: TDX_POLICY}
 
@@ -46,7 +46,7 @@ def test_it_rejects_a_report_of_the_wrong_size(report):
     assert "1184 bytes" in result.failures[0].message
 
 
-@pytest.mark.parametrize("version", [0, 1, 4, 5, 0xFFFFFFFF])
+@pytest.mark.parametrize("version", [0, 1, 4, 6, 7, 0xFFFFFFFF])
 def test_it_rejects_unknown_report_versions(version):
     report = struct.pack("<I", version) + milan_report()[4:]
 
@@ -213,12 +213,13 @@ def test_it_rejects_evidence_of_another_tee_type_than_the_backend():
     "policy",
     [
         {},
-        {"measurements": []},
-        {"measurements": ["abc"]},
-        {"measurements": ["zz" * 48]},
-        {"measurements": [MILAN_MEASUREMENT], "allow_debugg": True},
-        {"measurements": [MILAN_MEASUREMENT], "allowed_vmpls": [4]},
-        {"measurements": [MILAN_MEASUREMENT], "min_tcb": {"snp": 256}},
+        {"measurements": [], "min_tcb": "any"},
+        {"measurements": ["abc"], "min_tcb": "any"},
+        {"measurements": ["zz" * 48], "min_tcb": "any"},
+        {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any", "allow_debugg": True},
+        {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any", "allowed_vmpls": [4]},
+        {"measurements": [MILAN_MEASUREMENT], "min_tcb": {"Milan": {"snp": 256}}},
+        {"measurements": [MILAN_MEASUREMENT]},
         "not a policy",
     ],
 )

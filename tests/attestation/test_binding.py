@@ -59,7 +59,7 @@ def test_a_genuine_report_binds_only_its_own_report_data():
     result = verify_evidence(
         TeeType.SEV_SNP,
         Evidence(TeeType.SEV_SNP, read("snp/milan_report.bin"), snp_auxblob("milan_vcek.der")),
-        {"measurements": [MILAN_MEASUREMENT]},
+        {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"},
         now=NOW,
     )
 
@@ -70,6 +70,7 @@ def test_a_genuine_report_binds_only_its_own_report_data():
 def test_the_policy_can_require_the_binding():
     policy = {
         "measurements": [MILAN_MEASUREMENT],
+        "min_tcb": "any",
         "report_data": report_data_for(NONCE, KEY_DER).hex(),
     }
     evidence = Evidence(
@@ -105,7 +106,10 @@ def test_it_parses_an_snp_reply_into_verifiable_evidence():
     assert reply.tls_public_key == KEY_DER
     assert reply.generated_at == NOW
     result = verify_evidence(
-        TeeType.SEV_SNP, reply.evidence, {"measurements": [MILAN_MEASUREMENT]}, now=NOW
+        TeeType.SEV_SNP,
+        reply.evidence,
+        {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"},
+        now=NOW,
     )
     assert result.ok, result.reasons
 

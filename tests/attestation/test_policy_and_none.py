@@ -24,7 +24,7 @@ from .conftest import MILAN_MEASUREMENT, NOW, TDX_V4_MRTD
 
 
 def test_the_defaults_are_strict():
-    snp = SnpPolicy(measurements=[MILAN_MEASUREMENT])
+    snp = SnpPolicy(measurements=[MILAN_MEASUREMENT], min_tcb="any")
     tdx = TdxPolicy(mrtds=[TDX_V4_MRTD])
 
     assert snp.allow_debug is False
@@ -41,7 +41,7 @@ def test_the_defaults_are_strict():
             TeeType.SEV_SNP,
             SnpPolicy(
                 measurements=[MILAN_MEASUREMENT],
-                min_tcb={"bootloader": 3, "snp": 8, "microcode": 115},
+                min_tcb={"Milan": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}},
                 host_data="AB" * 32,
                 allowed_vmpls=[0, 1],
                 report_data="cd" * 64,
@@ -57,7 +57,9 @@ def test_policies_round_trip_through_json(tee_type, policy):
 
 
 def test_hex_is_normalised_to_lower_case():
-    assert SnpPolicy(measurements=[MILAN_MEASUREMENT.upper()]).measurements == [MILAN_MEASUREMENT]
+    policy = SnpPolicy(measurements=[MILAN_MEASUREMENT.upper()], min_tcb="any")
+
+    assert policy.measurements == [MILAN_MEASUREMENT]
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,10 @@ def test_a_verification_with_a_swapped_root_file_fails_as_untrusted(tmp_path, mo
     roots.amd_chain.cache_clear()
     try:
         result = verify_evidence(
-            TeeType.SEV_SNP, snp_evidence("milan"), {"measurements": [MILAN_MEASUREMENT]}, now=NOW
+            TeeType.SEV_SNP,
+            snp_evidence("milan"),
+            {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"},
+            now=NOW,
         )
         assert [failure.code for failure in result.failures] == [FailureCode.ROOT_NOT_TRUSTED]
     finally:

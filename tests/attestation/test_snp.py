@@ -38,6 +38,7 @@ def test_it_verifies_every_genuine_report(case):
     _, _, measurement = SNP_CASES[case]
     policy = {
         "measurements": [measurement],
+        "min_tcb": "any",
         "allow_debug": case == "milan_debug",
         "allowed_vmpls": [1] if case == "milan_vlek" else [0],
     }
@@ -56,7 +57,7 @@ def test_it_reports_the_documented_claims_of_the_milan_debug_report():
     claims = verify_evidence(
         TeeType.SEV_SNP,
         snp_evidence("milan_debug"),
-        {"measurements": [MILAN_DEBUG_MEASUREMENT], "allow_debug": True},
+        {"measurements": [MILAN_DEBUG_MEASUREMENT], "min_tcb": "any", "allow_debug": True},
         now=NOW,
     ).claims
 
@@ -81,12 +82,15 @@ def test_it_reports_the_documented_claims_of_the_milan_debug_report():
 
 def test_it_reads_the_version_3_fields_of_the_genoa_report():
     claims = verify_evidence(
-        TeeType.SEV_SNP, snp_evidence("genoa"), {"measurements": [GENOA_MEASUREMENT]}, now=NOW
+        TeeType.SEV_SNP,
+        snp_evidence("genoa"),
+        {"measurements": [GENOA_MEASUREMENT], "min_tcb": "any"},
+        now=NOW,
     ).claims
 
     assert claims["version"] == 3
     assert claims["product"] == "Genoa"
-    assert claims["cpuid"] == {"family": 0x19, "model": 0x11, "stepping": 0x1}
+    assert claims["cpuid"] == {"family": 0x19, "model": 0x11, "stepping": 0x1, "product": "Genoa"}
     assert claims["guest_svn"] == 65547
     assert claims["policy"]["abi_minor"] == 31
     assert claims["current_version"] == "1.55.40"
@@ -116,7 +120,7 @@ def test_it_rejects_a_debug_guest_under_a_policy_that_forbids_debug():
     result = verify_evidence(
         TeeType.SEV_SNP,
         snp_evidence("milan_debug"),
-        {"measurements": [MILAN_DEBUG_MEASUREMENT]},
+        {"measurements": [MILAN_DEBUG_MEASUREMENT], "min_tcb": "any"},
         now=NOW,
     )
 
@@ -126,7 +130,10 @@ def test_it_rejects_a_debug_guest_under_a_policy_that_forbids_debug():
 
 def test_it_rejects_an_unexpected_measurement():
     result = verify_evidence(
-        TeeType.SEV_SNP, snp_evidence("milan"), {"measurements": ["ab" * 48]}, now=NOW
+        TeeType.SEV_SNP,
+        snp_evidence("milan"),
+        {"measurements": ["ab" * 48], "min_tcb": "any"},
+        now=NOW,
     )
 
     assert not result.ok
@@ -134,7 +141,7 @@ def test_it_rejects_an_unexpected_measurement():
 
 
 def test_it_accepts_any_of_several_allowed_measurements():
-    policy = {"measurements": ["ab" * 48, MILAN_MEASUREMENT.upper()]}
+    policy = {"measurements": ["ab" * 48, MILAN_MEASUREMENT.upper()], "min_tcb": "any"}
 
     assert verify_evidence(TeeType.SEV_SNP, snp_evidence("milan"), policy, now=NOW).ok
 
@@ -143,14 +150,14 @@ def test_it_accepts_any_of_several_allowed_measurements():
     ("min_tcb", "ok"),
     [
         ({"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}, True),
-        ({"bootloader": 1, "snp": 1, "microcode": 100}, True),
+        ({"bootloader": 1, "tee": "any", "snp": 1, "microcode": 100}, True),
         ({"bootloader": 3, "tee": 0, "snp": 9, "microcode": 115}, False),
-        ({"microcode": 116}, False),
-        ({"tee": 1}, False),
+        ({"bootloader": "any", "tee": "any", "snp": "any", "microcode": 116}, False),
+        ({"bootloader": 0, "tee": 1, "snp": 0, "microcode": 0}, False),
     ],
 )
 def test_it_enforces_the_minimum_tcb(min_tcb, ok):
-    policy = {"measurements": [MILAN_MEASUREMENT], "min_tcb": min_tcb}
+    policy = {"measurements": [MILAN_MEASUREMENT], "min_tcb": {"Milan": min_tcb}}
 
     result = verify_evidence(TeeType.SEV_SNP, snp_evidence("milan"), policy, now=NOW)
 
@@ -172,7 +179,7 @@ def test_it_rejects_a_vlek_report_at_vmpl_1_under_the_default_policy():
     result = verify_evidence(
         TeeType.SEV_SNP,
         snp_evidence("milan_vlek"),
-        {"measurements": [SNP_CASES["milan_vlek"][2]]},
+        {"measurements": [SNP_CASES["milan_vlek"][2]], "min_tcb": "any"},
         now=NOW,
     )
 
@@ -182,6 +189,7 @@ def test_it_rejects_a_vlek_report_at_vmpl_1_under_the_default_policy():
 def test_it_rejects_a_vlek_when_the_policy_trusts_only_vceks():
     policy = {
         "measurements": [SNP_CASES["milan_vlek"][2]],
+        "min_tcb": "any",
         "allowed_vmpls": [1],
         "signing_keys": ["vcek"],
     }
@@ -192,7 +200,11 @@ def test_it_rejects_a_vlek_when_the_policy_trusts_only_vceks():
 
 
 def test_it_rejects_the_vlek_after_it_expired():
-    policy = {"measurements": [SNP_CASES["milan_vlek"][2]], "allowed_vmpls": [1]}
+    policy = {
+        "measurements": [SNP_CASES["milan_vlek"][2]],
+        "min_tcb": "any",
+        "allowed_vmpls": [1],
+    }
     after_expiry = NOW.replace(year=2026)
 
     result = verify_evidence(TeeType.SEV_SNP, snp_evidence("milan_vlek"), policy, now=after_expiry)
@@ -267,7 +279,9 @@ def test_it_finds_the_vcek_in_an_operator_cache_mapping():
     verifier = SnpVerifier(vcek_cache=cache)
     evidence = Evidence(TeeType.SEV_SNP, read("snp/genoa_report.bin"))
 
-    result = verifier.verify(evidence, SnpPolicy(measurements=[GENOA_MEASUREMENT]), now=NOW)
+    result = verifier.verify(
+        evidence, SnpPolicy(measurements=[GENOA_MEASUREMENT], min_tcb="any"), now=NOW
+    )
 
     assert result.ok, result.reasons
 

@@ -44,6 +44,26 @@ def committed(function):
         return pool.submit(run).result()
 
 
+def usage_rows(request_id: str, count: int = 1) -> list[dict]:
+    """The usage rows of a request as stored, once there are `count` of them (the gateway
+    writes them in batches off the request path); what there is after 10 s otherwise."""
+    from inference.models import UsageEvent
+
+    deadline = time.monotonic() + 10
+    while True:
+        found = committed(lambda: list(UsageEvent.objects.filter(request_id=request_id).values()))
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def usage_row(request_id: str) -> dict:
+    """The one usage row of a request."""
+    found = usage_rows(request_id)
+    assert found, f"no usage event for {request_id}"
+    return found[0]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

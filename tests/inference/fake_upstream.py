@@ -6,7 +6,8 @@ model can be made to produce on demand: a guard model (`guard`); a model that le
 secret across chunks (`leak`) or leaks personal data and secrets in every field of its
 answer (`fields`: content, refusal, tool-call arguments, log probabilities); a 10 KB
 private key (`pem`); a 100 KB answer with secrets near its end (`long`); and an echo of
-what it received (`echo`, for chat, completions and embeddings). Every behaviour is chosen
+what it received (`echo`, for chat, completions and embeddings), and vLLM's `/tokenize` for `paced`. Every
+behaviour is chosen
 by the upstream model name the gateway sends. `GET /stats` reports what it saw (`last`: the
 last request body per model), so tests can check what reached the backend and that the
 gateway cancelled an upstream stream when its client went away.
@@ -273,6 +274,15 @@ async def embeddings(request: web.Request) -> web.Response:
     )
 
 
+async def tokenize(request: web.Request) -> web.Response:
+    """vLLM's `POST /tokenize`, for the `paced` model only (17 tokens, whatever the prompt);
+    any other model gets the 404 of a backend that cannot count."""
+    body = await request.json()
+    if body.get("model") != "paced" or not (body.get("messages") or body.get("prompt")):
+        return web.json_response({"error": {"message": "not found"}}, status=404)
+    return web.json_response({"count": 17, "max_model_len": 2048, "tokens": list(range(17))})
+
+
 async def get_stats(request: web.Request) -> web.Response:
     return web.json_response(stats)
 
@@ -282,6 +292,7 @@ def main() -> None:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/tokenize", tokenize)
     app.router.add_get("/stats", get_stats)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 

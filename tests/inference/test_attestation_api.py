@@ -79,6 +79,17 @@ def test_the_policy_endpoint_exports_the_active_policies(served, domain, alice, 
             "version": None,
             "created_at": None,
             "policy": {"allow_insecure": True},
+            "policy_fields": [
+                {
+                    "field": "allow_insecure",
+                    "value": True,
+                    "pinned": False,
+                    "warning": "a backend without a TEE is accepted: nothing about it is attested",
+                }
+            ],
+            "warnings": [
+                "allow_insecure: a backend without a TEE is accepted: nothing about it is attested"
+            ],
         }
     ]
 
@@ -139,14 +150,18 @@ def test_staff_manage_policy_versions_through_the_api(db, alice, served):
     url = f"/api/backends/{snp.name}/attestation/policy/"
 
     invalid = client.post(
-        url, {"document": {"measurements": ["xyz"]}}, content_type="application/json"
+        url,
+        {"document": {"measurements": ["xyz"], "min_tcb": "any"}},
+        content_type="application/json",
     )
     first = client.post(
-        url, {"document": {"measurements": [MILAN_MEASUREMENT]}}, content_type="application/json"
+        url,
+        {"document": {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}},
+        content_type="application/json",
     )
     second = client.post(
         url,
-        {"document": {"measurements": [MILAN_MEASUREMENT], "allow_debug": True}},
+        {"document": {"measurements": [MILAN_MEASUREMENT], "min_tcb": "any", "allow_debug": True}},
         content_type="application/json",
     )
     listing = client.get(url).json()

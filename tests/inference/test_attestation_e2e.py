@@ -78,7 +78,7 @@ def test_routing_follows_verification_and_policy_changes(cast, tmp_path, simulat
             name="att-e2e-sim", base_url=f"{agent.url}/v1", kind="agent", tee_type="sev-snp"
         )
         serve("att-e2e-sim", backend)
-        good = {"measurements": [agent.measurement]}
+        good = {"measurements": [agent.measurement], "min_tcb": "any"}
         attestation_services.attestation_policy_set(backend=backend, document=good)
 
         # Never attested: not routed.
@@ -93,7 +93,7 @@ def test_routing_follows_verification_and_policy_changes(cast, tmp_path, simulat
         # A policy the backend fails: out at once (the old verification is void), and the
         # challenge under the new policy records why.
         attestation_services.attestation_policy_set(
-            backend=backend, document={"measurements": ["cd" * 48]}
+            backend=backend, document={"measurements": ["cd" * 48], "min_tcb": "any"}
         )
         assert chat(cast, "att-e2e-sim").status_code == 503
         record = attestation_services.backend_attest(backend=backend, trigger="policy-change")
@@ -134,7 +134,7 @@ def test_genuine_but_unbound_snp_evidence_is_never_routed(cast, tmp_path):
         )
         serve("att-e2e-snp", backend)
         attestation_services.attestation_policy_set(
-            backend=backend, document={"measurements": [MILAN_MEASUREMENT]}
+            backend=backend, document={"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}
         )
 
         record = attestation_services.backend_attest(backend=backend, trigger="on-demand")

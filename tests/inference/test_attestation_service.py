@@ -1,5 +1,6 @@
-"""The attestation challenge (`inference.attest`) against the real development agent and,
-for faults and hardware evidence, the fake agent in `fake_agent.py`."""
+"""The attestation challenge (`inference.attestation.challenge` and `services`) against the
+real development agent and, for faults and hardware evidence, the fake agent in
+`fake_agent.py`."""
 
 import hashlib
 import json
@@ -156,14 +157,16 @@ def test_real_snp_evidence_fails_the_binding_and_a_wrong_measurement(tls_fake):
     tls_fake.snp_evidence = snp_evidence("milan")
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
     attestation_services.attestation_policy_set(
-        backend=row, document={"measurements": [MILAN_MEASUREMENT]}
+        backend=row, document={"measurements": [MILAN_MEASUREMENT], "min_tcb": "any"}
     )
 
     record = attestation_services.backend_attest(backend=row, trigger="on-demand")
 
     assert "binding_mismatch" in codes(record)
     assert record.claims["measurement"] == MILAN_MEASUREMENT
-    attestation_services.attestation_policy_set(backend=row, document={"measurements": ["00" * 48]})
+    attestation_services.attestation_policy_set(
+        backend=row, document={"measurements": ["00" * 48], "min_tcb": "any"}
+    )
     record = attestation_services.backend_attest(backend=row, trigger="on-demand")
     assert {"binding_mismatch", "measurement_mismatch"} <= codes(record)
     row.refresh_from_db()
@@ -177,7 +180,7 @@ def test_a_tee_backend_without_a_policy_or_without_tls_fails(fake, simulated_tee
         attestation_services.backend_attest(backend=row, trigger="on-demand")
     )
     attestation_services.attestation_policy_set(
-        backend=row, document={"measurements": [fake.measurement]}
+        backend=row, document={"measurements": [fake.measurement], "min_tcb": "any"}
     )
     record = attestation_services.backend_attest(backend=row, trigger="on-demand")
     assert codes(record) == {"tls_key_mismatch"}
@@ -187,7 +190,7 @@ def test_a_tee_backend_without_a_policy_or_without_tls_fails(fake, simulated_tee
 def test_a_simulated_tee_over_tls_is_verified_and_its_key_pinned(tls_fake, simulated_tee):
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
     attestation_services.attestation_policy_set(
-        backend=row, document={"measurements": [tls_fake.measurement]}
+        backend=row, document={"measurements": [tls_fake.measurement], "min_tcb": "any"}
     )
 
     record = attestation_services.backend_attest(backend=row, trigger="on-demand")
@@ -207,7 +210,7 @@ def test_a_key_that_differs_from_the_tls_certificate_fails(tls_fake, simulated_t
     tls_fake.tls_key = spki_of(make_tls_pair(tmp_path / "other")[0])
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
     attestation_services.attestation_policy_set(
-        backend=row, document={"measurements": [tls_fake.measurement]}
+        backend=row, document={"measurements": [tls_fake.measurement], "min_tcb": "any"}
     )
 
     assert codes(attestation_services.backend_attest(backend=row, trigger="on-demand")) == {
@@ -218,7 +221,7 @@ def test_a_key_that_differs_from_the_tls_certificate_fails(tls_fake, simulated_t
 def test_a_new_key_is_recorded_as_a_key_change(tls_fake, simulated_tee, tmp_path):
     row = backend(tls_fake.url, tee_type="sev-snp", allow_not_confidential=False)
     attestation_services.attestation_policy_set(
-        backend=row, document={"measurements": [tls_fake.measurement]}
+        backend=row, document={"measurements": [tls_fake.measurement], "min_tcb": "any"}
     )
     attestation_services.backend_attest(backend=row, trigger="on-demand")
     Backend.objects.filter(pk=row.pk).update(pinned_key_sha256="00" * 32)

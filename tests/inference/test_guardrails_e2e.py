@@ -7,7 +7,6 @@ gateway's routing snapshot like in production. Nothing a client sends switches a
 """
 
 import json
-import time
 from dataclasses import dataclass
 
 import httpx
@@ -20,7 +19,7 @@ from domains.selectors import Actor
 from guardrails import DEFAULT_POLICY
 from guardrails.services import policy_save
 from inference.models import Backend, Deployment, Model
-from tests.inference.conftest import _token, committed, free_port
+from tests.inference.conftest import _token, committed, free_port, usage_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -142,19 +141,6 @@ def remove_cast() -> None:
 
 def chat(**kwargs) -> dict:
     return {"messages": [{"role": "user", "content": kwargs.pop("content")}], **kwargs}
-
-
-def usage_row(request_id: str) -> dict:
-    """The usage/audit row of a request, as stored (the gateway flushes every 0.2 s)."""
-    from inference.models import UsageEvent
-
-    deadline = time.monotonic() + 10
-    while True:
-        row = committed(lambda: UsageEvent.objects.filter(request_id=request_id).values().first())
-        if row is not None or time.monotonic() > deadline:
-            assert row is not None, f"no usage event for {request_id}"
-            return row
-        time.sleep(0.1)
 
 
 # Input: blocking ------------------------------------------------------------------------

@@ -11,7 +11,6 @@ streamed, including a 10 KB private key and secrets at the end of a 100 KB answe
 """
 
 import json
-import time
 
 import httpx
 import openai
@@ -20,7 +19,7 @@ import pytest
 from domains import permissions, services
 from domains.models import Domain, User
 from inference.models import Backend, Deployment, Model
-from tests.inference.conftest import _token, committed
+from tests.inference.conftest import _token, usage_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -75,18 +74,6 @@ def remove_cast() -> None:
 def received(fake: str, model: str) -> dict:
     """The last request body the fake upstream received for `model`."""
     return httpx.get(f"{fake}/stats").json()["last"][model]
-
-
-def usage_row(request_id: str) -> dict:
-    from inference.models import UsageEvent
-
-    deadline = time.monotonic() + 10
-    while True:
-        row = committed(lambda: UsageEvent.objects.filter(request_id=request_id).values().first())
-        if row is not None or time.monotonic() > deadline:
-            assert row is not None, f"no usage event for {request_id}"
-            return row
-        time.sleep(0.1)
 
 
 def tool(description: str, property_description: str = "Where to.") -> dict:

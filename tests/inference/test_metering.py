@@ -2,8 +2,6 @@
 what was delivered (a client that left, a stream the guardrails ended), and guard-model
 calls metered under the caller's domain as their own endpoint."""
 
-import time
-
 import httpx
 import openai
 import orjson
@@ -13,8 +11,8 @@ from domains import permissions, services
 from domains.models import Domain, User
 from domains.selectors import Actor
 from guardrails.services import policy_save
-from inference.models import Backend, Deployment, Model, UsageEvent
-from tests.inference.conftest import _token, committed
+from inference.models import Backend, Deployment, Model
+from tests.inference.conftest import _token, usage_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -67,15 +65,6 @@ def remove_cast() -> None:
     Backend.objects.filter(name__startswith="mtr-").delete()
 
 
-def rows(request_id: str, count: int = 1) -> list[dict]:
-    deadline = time.monotonic() + 10
-    while True:
-        found = committed(lambda: list(UsageEvent.objects.filter(request_id=request_id).values()))
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.1)
-
-
 def chat_body(model: str, content: str = "count", **extra) -> dict:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
 
@@ -99,12 +88,13 @@ def test_a_client_that_leaves_after_n_chunks_is_metered_n_completion_tokens(mete
                 seen += 1
                 if seen == read:
                     break
-    (row,) = [r for r in rows(request_id, 2) if r["endpoint"] == "chat.completions"]
+    (row,) = [r for r in usage_rows(request_id, 2) if r["endpoint"] == "chat.completions"]
     assert row["status"] == 499
     assert row["usage_source"] == "gateway"
     # The chunk in flight when the client left may have been generated too.
     assert read <= row["completion_tokens"] <= read + 1
-    assert row["prompt_tokens"] > 0
+    # The prompt, as the backend's /tokenize counted it.
+    assert row["prompt_tokens"] == 17
 
 
 def test_a_stream_the_guardrails_end_is_metered_with_what_was_sent(metered):
@@ -116,7 +106,7 @@ def test_a_stream_the_guardrails_end_is_metered_with_what_was_sent(metered):
         request_id = response.headers["x-request-id"]
         chunks = [c for c in response.parse() if c.choices]
     assert chunks[-1].choices[0].finish_reason == "content_filter"
-    (row,) = [r for r in rows(request_id, 2) if r["endpoint"] == "chat.completions"]
+    (row,) = [r for r in usage_rows(request_id, 2) if r["endpoint"] == "chat.completions"]
     # Five words, then the echo of the prompt fired the block: six chunks were generated.
     assert row["completion_tokens"] == 6
     assert row["usage_source"] == "gateway"
@@ -131,7 +121,7 @@ def test_a_stream_that_did_not_ask_for_usage_is_metered_from_the_backend(metered
         request_id = response.headers["x-request-id"]
         chunks = list(response.parse())
     assert all(chunk.usage is None for chunk in chunks)
-    (row,) = [r for r in rows(request_id, 2) if r["endpoint"] == "chat.completions"]
+    (row,) = [r for r in usage_rows(request_id, 2) if r["endpoint"] == "chat.completions"]
     assert (row["prompt_tokens"], row["completion_tokens"]) == (5, 6)
     assert row["usage_source"] == "backend"
 
@@ -140,7 +130,7 @@ def test_a_guard_model_call_is_metered_under_the_callers_domain(metered):
     base, token, domain = metered
     client = openai.OpenAI(base_url=base, api_key=token, max_retries=0)
     response = client.chat.completions.with_raw_response.create(**chat_body("mtr-paced"))
-    found = rows(response.headers["x-request-id"], 2)
+    found = usage_rows(response.headers["x-request-id"], 2)
     by_endpoint = {row["endpoint"]: row for row in found}
     assert set(by_endpoint) == {"chat.completions", "guardrails.classify"}
     guard_row = by_endpoint["guardrails.classify"]

@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 
 from inference import access, health
 from inference.models import Backend, Deployment, Model, ModelAccess
-from inference.registry import load_snapshot
+from inference.registry import Registry, load_snapshot
 
 FILE = textwrap.dedent(
     """
@@ -164,3 +164,63 @@ class TestRegistryAPI:
         token = pat(alice)
         response = client.get("/api/registry/backends/", HTTP_AUTHORIZATION=f"Bearer {token}")
         assert response.status_code == 403
+
+
+# Least-busy routing across refreshes, with the production refresh on ---------------------
+
+
+@pytest.fixture
+def two_backends(db, settings):
+    settings.CUBEAI_ROUTING_REFRESH_SECONDS = 2
+    model = Model.objects.create(name="spread", tasks=["chat"])
+    for name in ("spread-a", "spread-b"):
+        backend = Backend.objects.create(
+            name=name, base_url="http://127.0.0.1:9/v1", allow_not_confidential=True
+        )
+        Deployment.objects.create(model=model, backend=backend, upstream_model="u")
+    fresh = Registry()
+    fresh.snapshot = load_snapshot()
+    return fresh
+
+
+def names(registry: Registry) -> list[str]:
+    snapshot = registry.snapshot
+    return [target.name for target, _ in registry.candidates(snapshot, snapshot.models["spread"])]
+
+
+def test_in_flight_counts_survive_a_snapshot_refresh(two_backends):
+    registry = two_backends
+    first = registry.snapshot.backends
+    busy = next(t for t in first.values() if t.name == "spread-a")
+    registry.started(busy.id)
+    # A refresh while the request is in flight builds new backend objects...
+    registry.snapshot = load_snapshot()
+    assert registry.snapshot.backends[busy.id] is not first[busy.id]
+    # ...and the busy backend still goes last, every time.
+    assert {tuple(names(registry)) for _ in range(6)} == {("spread-b", "spread-a")}
+    # The request ends after the refresh: the count goes back to zero, not below or above.
+    registry.finished(busy.id)
+    registry.finished(busy.id)
+    assert registry.in_flight[busy.id] == 0
+    # Equals again: round-robin between them.
+    assert {names(registry)[0] for _ in range(6)} == {"spread-a", "spread-b"}
+
+
+def test_a_new_backend_does_not_take_all_the_traffic(two_backends):
+    registry = two_backends
+    for target in registry.snapshot.backends.values():
+        registry.started(target.id)
+        registry.finished(target.id)
+    backend = Backend.objects.create(
+        name="spread-c", base_url="http://127.0.0.1:9/v1", allow_not_confidential=True
+    )
+    Deployment.objects.create(
+        model=Model.objects.get(name="spread"), backend=backend, upstream_model="u"
+    )
+    registry.snapshot = load_snapshot()
+    firsts = [names(registry)[0] for _ in range(9)]
+    assert {name: firsts.count(name) for name in set(firsts)} == {
+        "spread-a": 3,
+        "spread-b": 3,
+        "spread-c": 3,
+    }

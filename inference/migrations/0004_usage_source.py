@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inference', '0002_attestation_policy_record'),
+        ('inference', '0003_attestation_policy_schema_v2'),
     ]
 
     operations = [
