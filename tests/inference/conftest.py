@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,18 @@ def usage_row(request_id: str) -> dict:
     found = usage_rows(request_id)
     assert found, f"no usage event for {request_id}"
     return found[0]
+
+
+def usage_written(stack: "Stack") -> None:
+    """Wait until the gateway has written the usage of every request sent so far. It writes
+    in the order it served, so once one more request's row is there, all earlier ones are."""
+    marker = f"req-marker-{uuid.uuid4().hex[:12]}"
+    stack.client(stack.alice_token).chat.completions.create(
+        model="echo",
+        messages=[{"role": "user", "content": "marker"}],
+        extra_headers={"x-request-id": marker},
+    )
+    usage_row(marker)
 
 
 def free_port() -> int:
