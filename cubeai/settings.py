@@ -74,7 +74,9 @@ def redis_from_url(url: str) -> str:
     return url
 
 
-DEBUG = envbool("DJANGO_DEBUG", "true")
+# Off unless asked for: a node that forgets the variable must not serve debug pages (which
+# list every URL pattern). `make run` and the test suite turn it on explicitly.
+DEBUG = envbool("DJANGO_DEBUG", "false")
 SECRET_KEY = envsecret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
