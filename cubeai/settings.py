@@ -6,6 +6,7 @@ the in-process Channels layer and a filesystem Celery broker, so a checkout runs
 `settings.X`, never `os.environ`.
 """
 
+import base64
 import os
 import sys
 from pathlib import Path
@@ -82,6 +83,9 @@ if not SECRET_KEY:
     if not DEBUG:
         sys.exit("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DEBUG is off.")
     SECRET_KEY = "cubeai-development-only-secret-key-never-use-in-production"  # noqa: S105
+
+# Old secret keys, still accepted for signatures and for decrypting backend credentials.
+SECRET_KEY_FALLBACKS = envlist("DJANGO_SECRET_KEY_FALLBACKS")
 
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
@@ -354,6 +358,19 @@ CUBEAI_ATTESTATION_VCEK_CACHE_DIR = os.environ.get("CUBEAI_ATTESTATION_VCEK_CACH
 CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR = os.environ.get(
     "CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR", ""
 )
+# The Ed25519 seed (base64, 32 bytes) that signs credentials provisioned to agents; derived
+# from the secret key when unset. Agents trust its public key (manage.py agent_provisioning_key).
+CUBEAI_AGENT_PROVISIONING_KEY = envsecret("CUBEAI_AGENT_PROVISIONING_KEY")
+# How long an agent still accepts its old credential after a rotation: longer than every
+# replica takes to pick up the new one (CUBEAI_ROUTING_REFRESH_SECONDS).
+CUBEAI_BACKEND_CREDENTIAL_GRACE_SECONDS = envint("CUBEAI_BACKEND_CREDENTIAL_GRACE_SECONDS", "300")
+if CUBEAI_AGENT_PROVISIONING_KEY:
+    try:
+        _seed = base64.b64decode(CUBEAI_AGENT_PROVISIONING_KEY, validate=True)
+    except ValueError:
+        _seed = b""
+    if len(_seed) != 32:
+        sys.exit("CUBEAI_AGENT_PROVISIONING_KEY must be base64 of 32 random bytes.")
 CELERY_BEAT_SCHEDULE["attest-backends"] = {
     "task": "inference.tasks.attest_backends",
     "schedule": CUBEAI_ATTESTATION_PERIOD_SECONDS,

@@ -15,8 +15,10 @@ from django.db.models import Max
 from django.utils import timezone
 from pydantic import ValidationError
 
+from cubeai.exceptions import DomainError
 from domains.services import Invalid
 from inference import attestation as att
+from inference import credentials
 from inference.attestation.challenge import NONCE_BYTES, Challenge, run_challenge, tee_of
 from inference.attestation.selectors import policy_active
 from inference.models import AttestationPolicy, AttestationRecord, Backend
@@ -77,9 +79,12 @@ def attestation_policy_set(
     return row
 
 
-def backend_attest(*, backend: Backend, trigger: str) -> AttestationRecord:
+def backend_attest(*, backend: Backend, trigger: str, deliver: bool = True) -> AttestationRecord:
     """Challenge the backend with a fresh nonce, record the outcome, and update its status
-    and pinned key, which the routing snapshot of every gateway process picks up."""
+    and pinned key, which the routing snapshot of every gateway process picks up.
+
+    A provisioned agent that passed is then sent its credential, bound to this challenge
+    (`deliver=False` leaves that to the caller, which sends a new one)."""
     now = timezone.now()
     challenge = run_challenge(
         backend=backend,
@@ -127,6 +132,12 @@ def backend_attest(*, backend: Backend, trigger: str) -> AttestationRecord:
         )
     for name, value in changes.items():
         setattr(backend, name, value)
+    if deliver and challenge.ok and current.provision_credential:
+        try:
+            credentials.backend_credential_deliver_stored(backend=current, record=record)
+        except DomainError as exc:
+            # Routing is left as attested; the next period's challenge delivers it again.
+            log.warning("the credential of %s was not delivered: %s", backend.name, exc.message)
     return record
 
 

@@ -164,3 +164,29 @@ class TestRegistryAPI:
         token = pat(alice)
         response = client.get("/api/registry/backends/", HTTP_AUTHORIZATION=f"Bearer {token}")
         assert response.status_code == 403
+
+
+def test_a_provisioned_agent_gets_a_generated_credential_once(db, tmp_path):
+    text = textwrap.dedent(
+        """
+        backends:
+          - name: tee-agent
+            base_url: https://10.0.0.5:8443/v1
+            kind: agent
+            tee_type: sev-snp
+            provision_credential: true
+        """
+    )
+    out = apply(tmp_path, text)
+    assert "generate the credential of backend tee-agent" in out
+    backend = Backend.objects.get(name="tee-agent")
+    first = backend.credential
+    assert first and backend.credential_version > 0
+    assert apply(tmp_path, text).strip() == "no changes"
+    assert Backend.objects.get(name="tee-agent").credential == first
+
+
+def test_only_an_agent_takes_a_provisioned_credential(db, tmp_path):
+    text = "backends: [{name: v, base_url: 'https://v/v1', kind: vllm, tee_type: tdx, provision_credential: true}]"
+    with pytest.raises(CommandError, match="provision_credential: Only an agent"):
+        apply(tmp_path, text)
