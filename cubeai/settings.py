@@ -317,6 +317,10 @@ CUBEAI_TOKEN_MAX_DAYS = envint("CUBEAI_TOKEN_MAX_DAYS", "365")
 # Verified tokens are cached this long; a revocation deletes the entry at once where the cache
 # is shared (Redis), and this bounds how long another replica can still accept the token.
 CUBEAI_TOKEN_CACHE_SECONDS = envint("CUBEAI_TOKEN_CACHE_SECONDS", "1")
+# Key ids that name no live token are remembered this long, so guessing costs no queries.
+CUBEAI_TOKEN_NEGATIVE_CACHE_SECONDS = envint("CUBEAI_TOKEN_NEGATIVE_CACHE_SECONDS", "300")
+# Failed authentications allowed per client address and minute before it gets 429s.
+CUBEAI_AUTH_FAILURES_PER_MINUTE = envint("CUBEAI_AUTH_FAILURES_PER_MINUTE", "30")
 CUBEAI_TOKEN_LAST_USED_INTERVAL = 60
 CUBEAI_TOKEN_EXPIRY_WARNING_DAYS = 7
 

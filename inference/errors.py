@@ -44,7 +44,9 @@ class APIError(Exception):
 
     @classmethod
     def from_domain_error(cls, exc: DomainError) -> "APIError":
-        return cls(exc.status, exc.message, param=exc.param, code=exc.code)
+        return cls(
+            exc.status, exc.message, param=exc.param, code=exc.code, headers=dict(exc.headers)
+        )
 
     def body(self) -> dict:
         return {
