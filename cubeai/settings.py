@@ -387,3 +387,33 @@ CELERY_BEAT_SCHEDULE["backends-check-health"] = {
     "task": "inference.tasks.backends_check_health",
     "schedule": CUBEAI_HEALTH_PERIOD_SECONDS,
 }
+
+# Retention: a periodic job deletes what is older than this many days, in batches of
+# primary keys so no table is locked for long (cubeai/lib/batches.py).
+CUBEAI_RETENTION_USAGE_DAYS = envint("CUBEAI_RETENTION_USAGE_DAYS", "90")
+CUBEAI_RETENTION_ATTESTATION_DAYS = envint("CUBEAI_RETENTION_ATTESTATION_DAYS", "30")
+CUBEAI_RETENTION_INVITATION_DAYS = envint("CUBEAI_RETENTION_INVITATION_DAYS", "30")
+CUBEAI_RETENTION_BATCH_SIZE = envint("CUBEAI_RETENTION_BATCH_SIZE", "5000")
+CUBEAI_RETENTION_PERIOD_SECONDS = envint("CUBEAI_RETENTION_PERIOD_SECONDS", "3600")
+if (
+    min(
+        CUBEAI_RETENTION_USAGE_DAYS,
+        CUBEAI_RETENTION_ATTESTATION_DAYS,
+        CUBEAI_RETENTION_INVITATION_DAYS,
+        CUBEAI_RETENTION_BATCH_SIZE,
+    )
+    < 1
+):
+    sys.exit("CUBEAI_RETENTION_* days and the batch size must be at least 1.")
+CELERY_BEAT_SCHEDULE["usage-events-purge"] = {
+    "task": "inference.tasks.usage_events_purge",
+    "schedule": CUBEAI_RETENTION_PERIOD_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["attestation-records-purge"] = {
+    "task": "inference.tasks.attestation_records_purge",
+    "schedule": CUBEAI_RETENTION_PERIOD_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["invitations-purge"] = {
+    "task": "domains.tasks.invitations_purge",
+    "schedule": CUBEAI_RETENTION_PERIOD_SECONDS,
+}

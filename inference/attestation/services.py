@@ -16,6 +16,7 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from cubeai.exceptions import DomainError
+from cubeai.lib.batches import delete_in_batches
 from domains.services import Invalid
 from inference import attestation as att
 from inference import credentials
@@ -206,3 +207,20 @@ def reattest_later(
             log.exception("could not queue the attestation of %s", backend.name)
 
     transaction.on_commit(send)
+
+
+def attestation_records_purge(*, older_than_days: int, batch_size: int) -> int:
+    """Delete challenge records older than the retention period, in batches, except each
+    backend's latest record and latest platform challenge (what members are shown)."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    keep: set[int] = set()
+    for backend_id in Backend.objects.values_list("pk", flat=True):
+        records = AttestationRecord.objects.filter(backend_id=backend_id).order_by("-at", "-pk")
+        keep.update(records.values_list("pk", flat=True)[:1])
+        keep.update(
+            records.exclude(trigger=AttestationRecord.Trigger.CLIENT).values_list("pk", flat=True)[
+                :1
+            ]
+        )
+    old = AttestationRecord.objects.filter(at__lt=cutoff).exclude(pk__in=keep)
+    return delete_in_batches(old, batch_size=batch_size)
