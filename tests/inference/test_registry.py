@@ -190,3 +190,10 @@ def test_only_an_agent_takes_a_provisioned_credential(db, tmp_path):
     text = "backends: [{name: v, base_url: 'https://v/v1', kind: vllm, tee_type: tdx, provision_credential: true}]"
     with pytest.raises(CommandError, match="provision_credential: Only an agent"):
         apply(tmp_path, text)
+
+
+def test_the_health_check_asks_an_agent_its_open_probe(db):
+    agent = Backend(name="a", base_url="https://10.0.0.5:8443/v1/", kind="agent")
+    vllm = Backend(name="v", base_url="https://10.0.0.6/v1", kind="vllm")
+    assert health.probe_url(agent) == "https://10.0.0.5:8443/health"
+    assert health.probe_url(vllm) == "https://10.0.0.6/v1/models"
