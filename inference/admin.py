@@ -50,7 +50,14 @@ class BackendForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
-        if data.get("new_credential") and data.get("provision_credential"):
+        problem = (
+            credentials.credential_problem(data["new_credential"])
+            if data.get("new_credential")
+            else None
+        )
+        if problem:
+            self.add_error("new_credential", problem)
+        elif data.get("new_credential") and data.get("provision_credential"):
             self.add_error(
                 "new_credential", "A provisioned agent's credential is generated: rotate it."
             )

@@ -121,10 +121,20 @@ def next_version(backend: Backend) -> int:
     return max(backend.credential_version + 1, int(time.time()))
 
 
+def credential_problem(credential: str) -> str | None:
+    """Why `credential` cannot be sent as a Bearer credential, or None."""
+    if not 16 <= len(credential) <= 512 or not (credential.isascii() and credential.isprintable()):
+        return "Use 16 to 512 printable ASCII characters."
+    if " " in credential:
+        return "A credential has no spaces."
+    return None
+
+
 def backend_credential_set(*, backend: Backend, credential: str) -> Backend:
     """Store `credential` (encrypted) as the backend's, replacing any environment reference."""
-    if not 16 <= len(credential) <= 512 or not credential.isascii() or not credential.isprintable():
-        raise Invalid({"credential": ["Use 16 to 512 printable ASCII characters."]})
+    problem = credential_problem(credential)
+    if problem:
+        raise Invalid({"credential": [problem]})
     backend.credential = encrypt(credential)
     backend.credential_version = next_version(backend)
     backend.credential_rotated_at = timezone.now()
