@@ -56,6 +56,10 @@ TARGET_ADDED_P50_MS = 1.5
 TARGET_THROUGHPUT_RATIO = 4.0
 TARGET_STREAM_ADDED_MS = 3.0
 TARGET_RSS_GROWTH = 0.10
+# The model of the bench upstream that streams prose a word at a time, a word every
+# PROSE_SPACING_MS: the stream sanitizer may hold at most the last word back.
+PROSE_MODEL = "bench-prose"
+PROSE_SPACING_MS = 20.0
 
 
 def log(message: str) -> None:
@@ -237,6 +241,55 @@ def stream_probe(url: str, auth: str | None, count: int) -> dict:
     return asyncio.run(_stream_probe(url, auth, count, warmup=max(5, count // 10)))
 
 
+async def _first_visible_probe(url: str, auth: str | None, count: int, warmup: int) -> dict:
+    """Sequential prose streams: the time to the first event, and to the first event whose
+    delta shows text (what a reader sees first)."""
+    import aiohttp
+
+    body = {**json.loads(BODY), "model": PROSE_MODEL, "stream": True}
+    payload = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = auth
+    first_event: list[float] = []
+    first_visible: list[float] = []
+    errors = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as client:
+        for i in range(warmup + count):
+            started = time.perf_counter()
+            event_at = visible_at = None
+            try:
+                async with client.post(url, data=payload, headers=headers) as response:
+                    async for line in response.content:
+                        if not line.startswith(b"data: {"):
+                            continue
+                        now = time.perf_counter()
+                        event_at = event_at or now
+                        choices = json.loads(line[6:]).get("choices") or [{}]
+                        if visible_at is None and choices[0].get("delta", {}).get("content"):
+                            visible_at = now
+            except (aiohttp.ClientError, TimeoutError):
+                event_at = None
+            if i < warmup:
+                continue
+            if event_at is None or visible_at is None:
+                errors += 1
+                continue
+            first_event.append((event_at - started) * 1000)
+            first_visible.append((visible_at - started) * 1000)
+    return {
+        "requests": count,
+        "errors": errors,
+        "word_spacing_ms": PROSE_SPACING_MS,
+        "first_event_ms": _percentiles(first_event),
+        "first_visible_ms": _percentiles(first_visible),
+    }
+
+
+def first_visible_probe(url: str, auth: str | None, count: int) -> dict:
+    return asyncio.run(_first_visible_probe(url, auth, count, warmup=max(3, count // 10)))
+
+
 def _percentiles(values: list[float]) -> dict:
     if not values:
         return {}
@@ -312,6 +365,7 @@ def start_upstream(procs: Processes, args) -> str:
     port = free_port()
     argv = [PYTHON, str(BENCH / "upstream.py"), "--host", HOST, "--port", str(port)]
     argv += ["--chunks", str(args.chunks), "--spacing-ms", str(args.spacing_ms)]
+    argv += ["--prose-spacing-ms", str(PROSE_SPACING_MS)]
     proc = procs.start("upstream", argv)
     url = f"http://{HOST}:{port}/v1"
     wait_ready(
@@ -375,6 +429,11 @@ def prepare_gateway(env: dict, data_dir: Path, upstream_url: str) -> tuple[str, 
         "    owned_by: bench\n"
         "    deployments:\n"
         f"      - {{backend: bench-upstream, upstream_model: {MODEL}}}\n"
+        f"  - name: {PROSE_MODEL}\n"
+        "    tasks: [chat]\n"
+        "    public: true\n"
+        "    deployments:\n"
+        f"      - {{backend: bench-upstream, upstream_model: {PROSE_MODEL}}}\n"
     )
     manage("apply_backends", str(registry))
     return demo["domain_id"], demo["token"]
@@ -474,6 +533,9 @@ def measure(
     result["c64"] = run_wrk(url, auth, 64, args.duration)
     log(f"{name}: {args.stream_requests} sequential {args.chunks}-chunk streams")
     result["stream"] = stream_probe(url, auth, args.stream_requests)
+    if name != "litellm":
+        log(f"{name}: {args.prose_requests} sequential prose streams, to the first word")
+        result["first_visible"] = first_visible_probe(url, auth, args.prose_requests)
     if master is not None:
         served = result["c1"]["requests"] + result["c64"]["requests"] + args.stream_requests
         topups = []
@@ -653,7 +715,15 @@ def added(result: dict, direct: dict) -> dict:
         "stream_last_byte_p50_ms": (
             stream - base_stream if stream is not None and base_stream is not None else None
         ),
+        "first_event_p50_ms": _p50_gap(result, direct, "first_event_ms"),
+        "first_visible_p50_ms": _p50_gap(result, direct, "first_visible_ms"),
     }
+
+
+def _p50_gap(result: dict, direct: dict, key: str) -> float | None:
+    mine = result.get("first_visible", {}).get(key, {}).get("p50")
+    base = direct.get("first_visible", {}).get(key, {}).get("p50")
+    return mine - base if mine is not None and base is not None else None
 
 
 def verdicts(report: dict) -> dict:
@@ -672,6 +742,14 @@ def verdicts(report: dict) -> dict:
             "target": f"< {TARGET_STREAM_ADDED_MS} ms",
             "value_ms": None if stream is None else round(stream, 3),
             "met": stream is not None and stream < TARGET_STREAM_ADDED_MS,
+        }
+        visible = gateway["added"]["first_visible_p50_ms"]
+        event = gateway["added"]["first_event_p50_ms"]
+        held = None if visible is None or event is None else visible - event
+        out["first_visible_word"] = {
+            "target": f"<= one word ({PROSE_SPACING_MS:g} ms) beyond the first event",
+            "value_ms": None if held is None else round(held, 3),
+            "met": held is not None and held <= PROSE_SPACING_MS,
         }
         growth = gateway.get("rss_growth", {}).get("max")
         out["rss_growth"] = {
@@ -773,6 +851,7 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=16, help="content chunks per stream")
     parser.add_argument("--spacing-ms", type=float, default=0.0, help="upstream chunk spacing")
     parser.add_argument("--stream-requests", type=int, help="sequential streams (default 200)")
+    parser.add_argument("--prose-requests", type=int, help="sequential prose streams (100)")
     parser.add_argument("--rss-requests", type=int, help="requests for the RSS check (20,000)")
     parser.add_argument(
         "--rss-max-seconds",
@@ -792,6 +871,7 @@ def main() -> int:
     args.duration = args.duration or (2.0 if args.quick else 8.0)
     args.warmup = 1.0 if args.quick else 3.0
     args.stream_requests = args.stream_requests or (40 if args.quick else 200)
+    args.prose_requests = args.prose_requests or (20 if args.quick else 100)
     args.rss_requests = args.rss_requests or (2_000 if args.quick else 20_000)
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)

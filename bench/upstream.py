@@ -2,7 +2,10 @@
 
 `POST /v1/chat/completions` answers a fixed completion with usage; with `"stream": true` it
 sends `--chunks` SSE chunks `--spacing-ms` apart, then a usage chunk and `data: [DONE]`
-(chunked transfer encoding, keep-alive). `GET /v1/models` lists the one model. Anything else
+(chunked transfer encoding, keep-alive). For the model `bench-prose` it streams a sentence
+of prose, one word per chunk as tokenizers cut it (" The", " capital"...), a word every
+`--prose-spacing-ms`, as a model decodes: what the time to the first visible word is
+measured on. `GET /v1/models` lists the one model. Anything else
 is a 404. A raw asyncio protocol on uvloop when installed: no framework, nothing per request
 but a small JSON parse, so that whatever sits in front of it is what gets measured.
 
@@ -20,6 +23,28 @@ import time
 MAX_HEADER = 64 * 1024
 MAX_BODY = 8 * 1024 * 1024
 USAGE = {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21}
+
+
+PROSE_MODEL = "bench-prose"
+PROSE = [
+    "The",
+    "capital",
+    "of",
+    "France",
+    "is",
+    "Paris,",
+    "a",
+    "city",
+    "on",
+    "the",
+    "Seine",
+    "with",
+    "many",
+    "museums",
+    "and",
+    "long",
+    "avenues",
+]
 
 
 def completion_body(model: str) -> bytes:
@@ -47,8 +72,12 @@ def sse_events(model: str, chunks: int) -> list[bytes]:
     created = int(time.time())
     base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": created}
     events = []
+    words = [word if i == 0 else f" {word}" for i, word in enumerate(PROSE)]
+    if model == PROSE_MODEL:
+        chunks = len(words)
     for i in range(chunks):
-        delta = {"role": "assistant", "content": "tok "} if i == 0 else {"content": f"tok{i} "}
+        text = words[i] if model == PROSE_MODEL else ("tok " if i == 0 else f"tok{i} ")
+        delta = {"role": "assistant", "content": text} if i == 0 else {"content": text}
         finish = "stop" if i == chunks - 1 else None
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
         events.append({**base, "model": model, "choices": [choice]})
@@ -71,6 +100,7 @@ class Upstream(asyncio.Protocol):
 
     chunks = 16
     spacing = 0.0
+    prose_spacing = 0.02
     _cache: dict[str, bytes] = {}
 
     def connection_made(self, transport) -> None:
@@ -146,10 +176,12 @@ class Upstream(asyncio.Protocol):
 
     async def stream(self, model: str) -> None:
         events = sse_events(model, self.chunks)
+        spacing = self.prose_spacing if model == PROSE_MODEL else self.spacing
+        content_events = len(events) - 2
         self.transport.write(head("200 OK", "text/event-stream", None))
         for i, event in enumerate(events):
-            if self.spacing and 0 < i <= self.chunks:
-                await asyncio.sleep(self.spacing)
+            if spacing and 0 < i <= content_events:
+                await asyncio.sleep(spacing)
             self.transport.write(event)
         self.transport.write(b"0\r\n\r\n")
         self.busy = None
@@ -173,11 +205,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18001)
     parser.add_argument("--chunks", type=int, default=16, help="content chunks per stream")
     parser.add_argument("--spacing-ms", type=float, default=0.0, help="pause between chunks")
+    parser.add_argument(
+        "--prose-spacing-ms", type=float, default=20.0, help="pause between bench-prose words"
+    )
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("the bench upstream listens on loopback only")
     Upstream.chunks = max(1, args.chunks)
     Upstream.spacing = max(0.0, args.spacing_ms) / 1000
+    Upstream.prose_spacing = max(0.0, args.prose_spacing_ms) / 1000
     try:
         import uvloop
     except ImportError:

@@ -12,7 +12,7 @@ from ninja.renderers import BaseRenderer
 
 from cubeai.exceptions import DomainError
 from inference.api import attestation_router, request_id_of, router
-from inference.errors import APIError, not_found_route
+from inference.errors import InferenceError, RouteNotFound, envelope
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +22,15 @@ class JSONParser(Parser):
 
     def parse_body(self, request: HttpRequest):
         if request.content_type != "application/json":
-            raise APIError(
-                415,
+            raise InferenceError(
                 "Send the request body as application/json.",
+                status=415,
                 code="unsupported_media_type",
             )
         try:
             return orjson.loads(request.body)
         except orjson.JSONDecodeError:
-            raise APIError(
-                400,
+            raise InferenceError(
                 "We could not parse the JSON body of your request. It must be valid JSON.",
                 code="invalid_json",
             ) from None
@@ -61,8 +60,13 @@ api.add_router("/{domain_id}/v1", router)
 api.add_router("/{domain_id}", attestation_router)
 
 
-def _envelope(request: HttpRequest, error: APIError) -> HttpResponse:
-    response = error.response()
+def _envelope(request: HttpRequest, error: InferenceError) -> HttpResponse:
+    """The one place an error of the OpenAI-compatible API becomes HTTP."""
+    response = HttpResponse(
+        orjson.dumps(envelope(error)), status=error.status, content_type="application/json"
+    )
+    for name, value in error.headers.items():
+        response[name] = value
     response["x-request-id"] = request_id_of(request)
     return response
 
@@ -88,24 +92,20 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
         message = f"Missing required parameter: '{param}'."
     else:
         message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}."
-    return _envelope(request, APIError(400, message, param=param, code="invalid_value"))
-
-
-@api.exception_handler(APIError)
-def on_api_error(request: HttpRequest, exc: APIError) -> HttpResponse:
-    return _envelope(request, exc)
+    return _envelope(request, InferenceError(message, param=param, code="invalid_value"))
 
 
 @api.exception_handler(DomainError)
 def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
-    return _envelope(request, APIError.from_domain_error(exc))
+    # Inference errors, and the services' (not found, permission denied...).
+    return _envelope(request, InferenceError.from_domain_error(exc))
 
 
 @api.exception_handler(AuthenticationError)
 def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    error = APIError(
-        401,
+    error = InferenceError(
         "Invalid or missing personal access token. Send `Authorization: Bearer <token>`.",
+        status=401,
         code="invalid_api_key",
         headers={"WWW-Authenticate": 'Bearer realm="cube-ai"'},
     )
@@ -114,15 +114,15 @@ def on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> H
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    # Ninja wraps the parser's errors; the APIError it raised carries the real answer.
-    if isinstance(exc.__cause__, APIError):
+    # Ninja wraps the parser's errors; the error it raised carries the real answer.
+    if isinstance(exc.__cause__, InferenceError):
         return _envelope(request, exc.__cause__)
-    return _envelope(request, APIError(exc.status_code, str(exc.message)))
+    return _envelope(request, InferenceError(str(exc.message), status=exc.status_code))
 
 
 @api.exception_handler(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
-    return _envelope(request, not_found_route())
+    return _envelope(request, RouteNotFound())
 
 
 @api.exception_handler(Exception)
@@ -130,4 +130,6 @@ def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     # The type and the frames only: an exception's message may quote request content.
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error("unexpected %s in %s\n%s", type(exc).__name__, request.path, frames)
-    return _envelope(request, APIError(500, "The server had an error processing your request."))
+    return _envelope(
+        request, InferenceError("The server had an error processing your request.", status=500)
+    )

@@ -8,11 +8,12 @@ to clients and written to the audit log as they are.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
+import regex
 from pydantic import BaseModel, ConfigDict
 
 
@@ -77,6 +78,8 @@ class Violation:
     part: int | None = None
     start: int | None = None
     end: int | None = None
+    # Where the text sits when it is not a message's content, e.g. `tools[0].function.description`.
+    field: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,7 @@ class Violation:
             "rail": self.rail,
             "message": self.message,
             "part": self.part,
+            "field": self.field,
             "start": self.start,
             "end": self.end,
         }
@@ -94,16 +98,77 @@ class Violation:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One piece of prompt text and where it sits in the request.
+    """One piece of request text and where it sits (see `guardrails.fields`).
 
-    `message` and `part` index into the chat messages (part is None for string content);
-    for a completion prompt, `message` indexes the prompt list and `role` is "user".
+    `message` and `part` index into the chat messages (part is None for string content),
+    or into a prompt or input list; both are None for texts outside them (a tool
+    definition, a suffix). `path` is the text's place in the JSON body, where masking puts
+    the masked text back; `field` names it for violations when it is not message content.
+    `role` is who speaks: a message's role, or "user" for every other text from the client.
     """
 
-    message: int
+    message: int | None
     part: int | None
     role: str
     text: str
+    path: tuple[str | int, ...] = ()
+    field: str | None = None
+
+
+class Hold(NamedTuple):
+    """Where a stream must hold back text: an entity may have begun at `index` and is not
+    complete yet. `replacement` and `action` are what its check would do with it."""
+
+    index: int
+    replacement: str = ""
+    action: Action = Action.MASK
+
+
+def hold_by_patterns(
+    text: str,
+    patterns: Iterable[tuple[regex.Pattern[str], str, Action]],
+    *,
+    timeout: float | None = None,
+) -> Hold:
+    """The earliest place in `text` where one of `patterns` may match without the match
+    being settled: a match the end of the text cut short, one that reaches the very end,
+    or a last match that more text could extend (`4111 1111 ` may become a card number).
+    `len(text)` if there is none.
+
+    Patterns are compiled with the `regex` package, whose `partial=True` reports matches
+    that the end of the text cut short.
+    """
+    hold = Hold(len(text))
+    for pattern, replacement, action in patterns:
+        start = _unsettled(pattern, text, timeout)
+        if start is not None and start < hold.index:
+            hold = Hold(start, replacement, action)
+    return hold
+
+
+# A complete match this close to the end may still be extended by more text (a PEM block
+# followed by the start of its END line); farther from it, it is settled.
+_EXTENSION = 64
+
+
+def _unsettled(pattern: regex.Pattern[str], text: str, timeout: float | None) -> int | None:
+    """The earliest start of a match of `pattern` that is not settled, or None.
+
+    Matches are tried at every start (`overlapped`), so a greedy candidate cannot hide a
+    shorter one that begins inside it.
+    """
+    size = len(text)
+    for match in pattern.finditer(text, partial=True, overlapped=True, timeout=timeout):
+        start = match.start()
+        if start == size:
+            break
+        if match.partial or match.end() == size:
+            return start
+        if match.end() >= size - _EXTENSION and pattern.fullmatch(
+            text, start, partial=True, timeout=timeout
+        ):
+            return start
+    return None
 
 
 class CheckOptions(BaseModel):
@@ -133,6 +198,11 @@ class Check:
 
     def scan(self, text: str) -> list[Finding]:
         return []
+
+    def hold(self, text: str) -> Hold:
+        """For streams: where an entity `scan` would find may have begun in `text` without
+        being complete yet (see `hold_by_patterns`). The default holds nothing."""
+        return Hold(len(text))
 
     def check_request(self, segments: Sequence[Segment], raw: Any) -> list[Violation]:
         return []

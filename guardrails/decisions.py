@@ -62,10 +62,15 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class InputDecision(Decision):
-    """The verdict on a prompt. `messages` is a masked copy in the shape that was given
-    (chat messages, or a completion prompt string or list), or None when blocked."""
+    """The verdict on a request. `payload` is the request with its texts masked (a copy
+    when anything was masked), or None when blocked."""
 
-    messages: Any = None
+    payload: Any = None
+
+    @property
+    def messages(self) -> Any:
+        """The masked payload, by the name `check_input`'s callers know it."""
+        return self.payload
 
     def error(self) -> dict[str, Any]:
         """OpenAI's error envelope for the 400 a blocked prompt gets (Azure's convention)."""

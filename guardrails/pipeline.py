@@ -11,101 +11,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from guardrails.base import (
     Action,
     Check,
     Finding,
+    Hold,
     Segment,
-    Severity,
     Violation,
     apply_masks,
     resolve_overlaps,
 )
 from guardrails.checks.model import Classify, GuardModel
 from guardrails.decisions import InputDecision, OutputDecision
+from guardrails.fields import Path, request_segments, with_texts
 from guardrails.streaming import StreamSanitizer
 
-
-def extract_segments(payload: Any) -> tuple[list[Segment], list[Violation]]:
-    """The text of chat messages or of a completion prompt, and structure violations.
-
-    Non-text parts (images, audio, files) carry no text to scan and are skipped. Anything
-    the pipeline cannot read, token-id prompts included, is a blocking violation: text
-    that cannot be checked must not pass.
-    """
-    if isinstance(payload, str):
-        return [Segment(0, None, "user", payload)], []
-    if not isinstance(payload, list):
-        return [], [_structure("structure.invalid")]
-    segments: list[Segment] = []
-    violations: list[Violation] = []
-    for index, item in enumerate(payload):
-        if isinstance(item, str):
-            segments.append(Segment(index, None, "user", item))
-        elif isinstance(item, dict):
-            _extract_message(index, item, segments, violations)
-        else:
-            violations.append(_structure("structure.unscannable", index))
-    return segments, violations
-
-
-# Content parts that carry media, not text; any other non-text part is refused.
-MEDIA_PARTS = frozenset({"image_url", "input_audio", "video_url", "file"})
-
-
-def _extract_message(
-    index: int, message: dict[str, Any], segments: list[Segment], violations: list[Violation]
-) -> None:
-    role = message.get("role")
-    role = role if isinstance(role, str) else ""
-    content = message.get("content")
-    if isinstance(content, str):
-        segments.append(Segment(index, None, role, content))
-    elif isinstance(content, list):
-        for part_index, part in enumerate(content):
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                violations.append(_structure("structure.invalid", index, part_index))
-            elif part["type"] == "text":
-                text = part.get("text")
-                if isinstance(text, str):
-                    segments.append(Segment(index, part_index, role, text))
-                else:
-                    violations.append(_structure("structure.invalid", index, part_index))
-            elif part["type"] not in MEDIA_PARTS:
-                # A part that may carry text the checks cannot see is refused, not passed on.
-                violations.append(_structure("structure.unscannable", index, part_index))
-    elif content is not None:
-        violations.append(_structure("structure.invalid", index))
-
-
-def _structure(type_: str, message: int | None = None, part: int | None = None) -> Violation:
-    return Violation(type_, "structure", Severity.MEDIUM, Action.BLOCK, "structure", message, part)
-
-
-def rebuild(payload: Any, replacements: Mapping[tuple[int, int | None], str]) -> Any:
-    """A copy of `payload` with masked texts put in; the input is never modified."""
-    if isinstance(payload, str):
-        return replacements.get((0, None), payload)
-    copy: list[Any] = []
-    for index, item in enumerate(payload):
-        if not isinstance(item, dict):
-            copy.append(replacements.get((index, None), item))
-            continue
-        message = dict(item)
-        content = item.get("content")
-        if isinstance(content, str):
-            message["content"] = replacements.get((index, None), content)
-        elif isinstance(content, list):
-            message["content"] = [
-                {**part, "text": replacements[(index, part_index)]}
-                if (index, part_index) in replacements
-                else (dict(part) if isinstance(part, dict) else part)
-                for part_index, part in enumerate(content)
-            ]
-        copy.append(message)
-    return copy
+# The request keys that `check_input` accepts a bare chat conversation or prompt under.
+_BARE = {"chat": "messages", "completion": "prompt"}
 
 
 def _violation(
@@ -119,6 +44,7 @@ def _violation(
         rail=rail,
         message=segment.message if segment else None,
         part=segment.part if segment else None,
+        field=segment.field if segment else None,
         start=finding.start + offset,
         end=finding.end + offset,
     )
@@ -132,8 +58,9 @@ class Pipeline:
         *,
         input_checks: Sequence[Check],
         output_checks: Sequence[Check],
-        window: int = 64,
+        context: int = 64,
         max_hold: int = 8192,
+        tokenized_inputs: str = "block",
         fingerprint: str = "",
         version: int = 0,
     ) -> None:
@@ -145,10 +72,9 @@ class Pipeline:
         )
         self.input_rails = tuple(dict.fromkeys(check.name for check in self.input_checks))
         self.output_rails = tuple(dict.fromkeys(check.name for check in self.output_checks))
-        # A deny-list phrase longer than the configured window would slip through a split.
-        longest = max((getattr(check, "max_span", 0) for check in self.output_checks), default=0)
-        self.window = max(window, longest + 1)
+        self.context = context
         self.max_hold = max_hold
+        self.tokenized_inputs = tokenized_inputs
         self.fingerprint = fingerprint
         self.version = version
 
@@ -157,35 +83,33 @@ class Pipeline:
         """Whether the policy has model-based checks, which only `acheck_input` runs."""
         return bool(self._model_checks)
 
-    def check_input(self, payload: Any) -> InputDecision:
-        """Check chat messages or a completion prompt with the synchronous checks.
+    def check_request(self, kind: str, payload: Mapping[str, Any]) -> InputDecision:
+        """Check every text of a request (`guardrails.fields` lists them) with the
+        synchronous checks; `kind` is chat, completion, embedding or audio.
 
         Raises RuntimeError when the policy has model-based checks: skipping them silently
-        would weaken the policy, so such policies must use `acheck_input`.
+        would weaken the policy, so such policies must use `acheck_request`.
         """
         if self._model_checks:
             raise RuntimeError(
-                "this policy has model-based checks; use `await pipeline.acheck_input(...)`"
+                "this policy has model-based checks; use `await pipeline.acheck_request(...)`"
             )
         started = time.perf_counter_ns()
-        action, violations, replacements, _ = self._run_sync(payload)
-        return self._input_decision(payload, action, violations, replacements, started)
+        action, violations, texts, _ = self._run_sync(kind, payload)
+        return self._input_decision(payload, action, violations, texts, started)
 
-    async def acheck_input(
-        self, payload: Any, *, classify: Classify | None = None
+    async def acheck_request(
+        self, kind: str, payload: Mapping[str, Any], *, classify: Classify | None = None
     ) -> InputDecision:
-        """Like `check_input`, then the model-based checks, concurrently, on the masked text.
+        """Like `check_request`, then the model-based checks, concurrently, on the masked text.
 
         `classify(text, model)` is the gateway's callable for guard models; without one, a
         model-based check fails open or closed as its policy says.
         """
         started = time.perf_counter_ns()
-        action, violations, replacements, segments = self._run_sync(payload)
+        action, violations, texts, segments = self._run_sync(kind, payload)
         if action is not Action.BLOCK and self._model_checks:
-            masked = [
-                Segment(s.message, s.part, s.role, replacements.get((s.message, s.part), s.text))
-                for s in segments
-            ]
+            masked = [replace(s, text=texts.get(s.path, s.text)) for s in segments]
             results = await asyncio.gather(
                 *(check.acheck(masked, classify) for check in self._model_checks)
             )
@@ -193,18 +117,36 @@ class Pipeline:
                 violations.extend(result)
                 if any(v.action is Action.BLOCK for v in result):
                     action = Action.BLOCK
-        return self._input_decision(payload, action, violations, replacements, started)
+        return self._input_decision(payload, action, violations, texts, started)
+
+    def check_input(self, payload: Any) -> InputDecision:
+        """`check_request` for a bare chat conversation (a list of messages) or a completion
+        prompt; the decision's `payload` is then the masked conversation or prompt."""
+        kind = _bare_kind(payload)
+        decision = self.check_request(kind, {_BARE[kind]: payload})
+        return _unwrap(decision, kind)
+
+    async def acheck_input(
+        self, payload: Any, *, classify: Classify | None = None
+    ) -> InputDecision:
+        """`acheck_request` for a bare chat conversation or completion prompt."""
+        kind = _bare_kind(payload)
+        decision = await self.acheck_request(kind, {_BARE[kind]: payload}, classify=classify)
+        return _unwrap(decision, kind)
 
     def _run_sync(
-        self, payload: Any
-    ) -> tuple[Action, list[Violation], dict[tuple[int, int | None], str], list[Segment]]:
-        segments, violations = extract_segments(payload)
+        self, kind: str, payload: Mapping[str, Any]
+    ) -> tuple[Action, list[Violation], dict[Path, str], list[Segment]]:
+        segments, violations = request_segments(
+            kind, payload, tokenized_inputs=self.tokenized_inputs
+        )
         action = Action.BLOCK if violations else Action.ALLOW
+        raw = payload.get(_BARE.get(kind, "input" if kind == "embedding" else "prompt"))
         masks: dict[int, list[Finding]] = {}
         for check in self._sync_checks:
             if action is Action.BLOCK:
                 break
-            for violation in check.check_request(segments, payload):
+            for violation in check.check_request(segments, raw):
                 violations.append(violation)
                 if violation.action is Action.BLOCK:
                     action = Action.BLOCK
@@ -217,25 +159,22 @@ class Pipeline:
                         action = Action.BLOCK
                     elif finding.action is Action.MASK:
                         masks.setdefault(index, []).append(finding)
-        replacements: dict[tuple[int, int | None], str] = {}
+        texts: dict[Path, str] = {}
         if action is not Action.BLOCK and masks:
             action = Action.MASK
             for index, findings in masks.items():
                 segment = segments[index]
-                replacements[(segment.message, segment.part)] = apply_masks(
-                    segment.text, resolve_overlaps(findings)
-                )
-        return action, violations, replacements, segments
+                texts[segment.path] = apply_masks(segment.text, resolve_overlaps(findings))
+        return action, violations, texts, segments
 
     def _input_decision(
         self,
-        payload: Any,
+        payload: Mapping[str, Any],
         action: Action,
         violations: list[Violation],
-        replacements: dict[tuple[int, int | None], str],
+        texts: dict[Path, str],
         started: int,
     ) -> InputDecision:
-        messages = None if action is Action.BLOCK else rebuild(payload, replacements)
         return InputDecision(
             action=action,
             violations=tuple(violations),
@@ -243,7 +182,7 @@ class Pipeline:
             elapsed_ms=(time.perf_counter_ns() - started) / 1e6,
             policy=self.fingerprint,
             policy_version=self.version,
-            messages=messages,
+            payload=None if action is Action.BLOCK else with_texts(payload, texts),
         )
 
     def scan_output(self, text: str) -> list[tuple[Finding, str]]:
@@ -273,6 +212,26 @@ class Pipeline:
             text=masked,
         )
 
+    def hold_output(self, text: str) -> Hold:
+        """Where a stream must hold `text` back: the earliest place an output check says an
+        entity may have begun without being complete yet (`len(text)` when none)."""
+        hold = Hold(len(text))
+        for check in self.output_checks:
+            candidate = check.hold(text)
+            if candidate.index < hold.index:
+                hold = candidate
+        return hold
+
     def stream_sanitizer(self) -> StreamSanitizer:
-        """A sanitizer for one streamed choice (one per choice when n > 1)."""
-        return StreamSanitizer(self, window=self.window, max_hold=self.max_hold)
+        """A sanitizer for one streamed text (one per choice and field)."""
+        return StreamSanitizer(self, context=self.context, max_hold=self.max_hold)
+
+
+def _bare_kind(payload: Any) -> str:
+    is_messages = isinstance(payload, list) and any(isinstance(item, dict) for item in payload)
+    return "chat" if is_messages else "completion"
+
+
+def _unwrap(decision: InputDecision, kind: str) -> InputDecision:
+    payload = decision.payload[_BARE[kind]] if decision.payload is not None else None
+    return replace(decision, payload=payload)

@@ -16,7 +16,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -50,16 +50,16 @@ class CheckSpec(BaseModel):
 
 
 class StreamSettings(BaseModel):
-    """How output streams are sanitized."""
+    """How output streams are sanitized (see `guardrails.streaming`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Characters held back so an entity split across chunks is seen whole; 64 covers the
-    # longest fixed-size built-in entity (a 58-character cube PAT) with a margin.
+    # Characters of already-sent text kept as left context when a stream is scanned (word
+    # boundaries and look-behinds of the patterns).
     window: int = Field(default=64, ge=16, le=4096)
-    # A match still growing at the end of the stream (a PEM key, a long JWT) is held up to
-    # this many characters before it is masked as far as it got.
-    max_hold: int = Field(default=8192, ge=256, le=65536)
+    # A possible entity still growing (a PEM key, a long JWT) is held up to this many
+    # characters; past it, it is masked conservatively (never released raw).
+    max_hold: int = Field(default=16384, ge=256, le=65536)
 
 
 class Policy(BaseModel):
@@ -72,6 +72,9 @@ class Policy(BaseModel):
     input: tuple[CheckSpec, ...] = ()
     output: tuple[CheckSpec, ...] = ()
     stream: StreamSettings = StreamSettings()
+    # Token-id prompts and embedding inputs carry no text the checks can read: refused
+    # ("block") unless the policy lets them through ("allow").
+    tokenized_inputs: Literal["block", "allow"] = "block"
 
     @field_validator("input", "output")
     @classmethod
@@ -175,8 +178,9 @@ def _build(policy: Policy) -> Pipeline:
     return Pipeline(
         input_checks=make(policy.input),
         output_checks=make(policy.output),
-        window=policy.stream.window,
+        context=policy.stream.window,
         max_hold=policy.stream.max_hold,
+        tokenized_inputs=policy.tokenized_inputs,
         fingerprint=policy.fingerprint,
         version=policy.version,
     )

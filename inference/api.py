@@ -1,14 +1,16 @@
-"""The OpenAI-compatible API: `/proxy/<domain-id>/v1/...`.
+"""The OpenAI-compatible API: `/proxy/<domain-id>/v1/...`, and attestation for clients.
 
-Views only translate HTTP to the service layer and back: they parse and validate the body,
-call `inference.service`, and shape OpenAI's responses, SSE streams and error envelopes.
+Each operation parses the request (ninja validates JSON bodies against `inference.schemas`;
+audio uploads are read here), calls `inference.pipeline`, and shapes OpenAI's answer: a
+JSON body, an SSE stream (`sse`), or the error envelope. No rule lives here: auth,
+limits, routing, guardrails and metering are the pipeline's.
 """
 
 import re
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -17,14 +19,14 @@ from ninja.security.http import HttpBearer
 from pydantic import ConfigDict, field_validator
 
 from domains import permissions
-from inference import access, guard, service
+from inference import access, pipeline
 from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.context import caller_for
-from inference.errors import APIError, not_found_route
-from inference.limits import rate_limiter
+from inference.errors import InferenceError, RouteNotFound, envelope
 from inference.models import Backend
 from inference.schemas import (
+    AUDIO_FORMATS,
     ChatCompletionCreateParams,
     CompletionCreateParams,
     EmbeddingCreateParams,
@@ -36,7 +38,6 @@ from tokens.authentication import bearer_value
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-AUDIO_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 ERRORS = {code: ErrorResponse for code in (400, 401, 403, 404, 405, 413, 415, 429, 502, 503)}
 
 
@@ -66,12 +67,15 @@ class PATBearer(HttpBearer):
         try:
             domain_id = str(uuid.UUID(domain_id))
         except ValueError:
-            raise not_found_route() from None
+            raise RouteNotFound() from None
         return await caller_for(token, domain_id, request.META.get("REMOTE_ADDR"))
 
 
 router = Router(auth=PATBearer(), tags=["OpenAI-compatible API"])
 attestation_router = Router(auth=PATBearer(), tags=["Attestation"])
+
+
+# Shaping answers --------------------------------------------------------------------------
 
 
 def _with_headers(response: HttpResponse, headers: dict[str, str]) -> HttpResponse:
@@ -84,80 +88,32 @@ def _json(body: Any, headers: dict[str, str]) -> HttpResponse:
     return _with_headers(HttpResponse(orjson.dumps(body), content_type="application/json"), headers)
 
 
-def _only(request: HttpRequest, method: str) -> None:
-    if request.method != method:
-        raise APIError(
-            405,
-            f"Method {request.method} is not allowed here; use {method}.",
-            code="method_not_allowed",
-            headers={"Allow": method},
-        )
-
-
-async def metered(request: HttpRequest, endpoint: service.Endpoint, handler) -> HttpResponse:
-    """Run `handler(call)` as one metered call: failures are recorded with their status too."""
-    call = service.Call(caller=request.auth, endpoint=endpoint, request_id=request_id_of(request))
-    try:
-        call.rate_headers = await rate_limiter.check(
-            token_id=call.caller.token_id, domain_id=call.caller.domain_id
-        )
-        return await handler(call)
-    except APIError as exc:
-        call.record(exc.status)
-        exc.headers = {**call.response_headers, **exc.headers}
-        raise
-
-
-def _check_capabilities(entry, payload: dict) -> None:
-    """Refuse optional features the model's deployments cannot honour, naming the parameter."""
-    wanted = {
-        "n": (payload.get("n") or 1) > 1 or (payload.get("best_of") or 1) > 1,
-        "tools": any(payload.get(k) is not None for k in ("tools", "tool_choice")),
-        "logprobs": bool(payload.get("logprobs")) or payload.get("top_logprobs") is not None,
-        "response_format": (payload.get("response_format") or {}).get("type") not in (None, "text"),
-        "dimensions": payload.get("dimensions") is not None,
-    }
-    for capability, asked in wanted.items():
-        if asked and capability not in entry.capabilities:
-            raise APIError(
-                400,
-                f"`{capability}` is not supported by the model `{entry.name}`.",
-                param=capability,
-                code="unsupported_parameter",
-            )
-
-
-async def _completion(call: service.Call, payload: dict, *, text_of) -> HttpResponse:
-    entry, candidates = await service.route(call, payload["model"])
-    _check_capabilities(entry, payload)
-    payload = await guard.check_request(call, payload)
-    if payload.get("stream"):
-        wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
-        upstream_response = await service.open_stream(call, candidates, payload)
-        stream = service.relay_stream(
-            call,
-            upstream_response,
-            client_wants_usage=wants_usage,
-            guard=guard.StreamGuard(call),
-            text_of=text_of,
-        )
-        response = StreamingHttpResponse(stream, content_type="text/event-stream")
+def answer(result: pipeline.Reply | pipeline.Stream) -> HttpResponse:
+    """A pipeline result as HTTP: JSON (or the audio format asked for), or an SSE stream."""
+    if isinstance(result, pipeline.Stream):
+        response = StreamingHttpResponse(sse(result), content_type="text/event-stream")
         response["X-Accel-Buffering"] = "no"
-        return _with_headers(response, call.response_headers)
-    body = await service.forward_json(call, candidates, payload)
-    guard.check_completion(call, body, text_of)
-    call.record()
-    return _json(body, call.response_headers)
+        return _with_headers(response, result.call.headers)
+    body = result.body if isinstance(result.body, bytes) else orjson.dumps(result.body)
+    response = HttpResponse(body, content_type=result.content_type)
+    return _with_headers(response, result.call.headers)
 
 
-def _chat_text(choice: dict) -> tuple[dict | None, str]:
-    # A final chunk's delta is often `{}`: it still carries the end of the stream.
-    holder = choice["delta"] if "delta" in choice else choice.get("message")
-    return (holder, "content") if isinstance(holder, dict) else (None, "")
+async def sse(stream: pipeline.Stream) -> AsyncIterator[bytes]:
+    """OpenAI's event stream: `data: {chunk}` per chunk, then `data: [DONE]`; a failure
+    after the stream began is one `data: {"error": ...}` event, then the stream closes. A
+    client that goes away closes this generator, which closes the pipeline's stream."""
+    try:
+        async for chunk in stream:
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    except InferenceError as error:
+        yield b"data: " + orjson.dumps(envelope(error)) + b"\n\n"
+    finally:
+        await stream.aclose()
 
 
-def _completion_text(choice: dict) -> tuple[dict | None, str]:
-    return choice, "text"
+# Operations -------------------------------------------------------------------------------
 
 
 @router.api_operation(
@@ -166,55 +122,46 @@ def _completion_text(choice: dict) -> tuple[dict | None, str]:
 async def chat_completions(
     request: HttpRequest, domain_id: Path[str], body: ChatCompletionCreateParams
 ):
-    return await metered(
-        request,
-        service.CHAT,
-        lambda call: _completion(call, body.payload(), text_of=_chat_text),
+    return answer(
+        await pipeline.chat(request.auth, body.payload(), request_id=request_id_of(request))
     )
 
 
 @router.api_operation(["POST"], "/completions", response=ERRORS, summary="Create a completion")
 async def completions(request: HttpRequest, domain_id: Path[str], body: CompletionCreateParams):
-    return await metered(
-        request,
-        service.COMPLETIONS,
-        lambda call: _completion(call, body.payload(), text_of=_completion_text),
+    return answer(
+        await pipeline.completion(request.auth, body.payload(), request_id=request_id_of(request))
     )
 
 
 @router.api_operation(["POST"], "/embeddings", response=ERRORS, summary="Create embeddings")
 async def embeddings(request: HttpRequest, domain_id: Path[str], body: EmbeddingCreateParams):
-    async def handle(call: service.Call) -> HttpResponse:
-        payload = body.payload()
-        entry, candidates = await service.route(call, payload["model"])
-        _check_capabilities(entry, payload)
-        result = await service.forward_json(call, candidates, payload)
-        call.record()
-        return _json(result, call.response_headers)
-
-    return await metered(request, service.EMBEDDINGS, handle)
+    return answer(
+        await pipeline.embedding(request.auth, body.payload(), request_id=request_id_of(request))
+    )
 
 
-def _audio_form(request: HttpRequest) -> tuple[dict[str, Any], Any]:
+def _audio_form(request: HttpRequest) -> pipeline.Audio:
     """Validate an audio upload's fields like OpenAI does, before anything is sent upstream."""
     if not request.content_type.startswith("multipart/form-data"):
-        raise APIError(
-            415, "Audio endpoints take multipart/form-data.", code="unsupported_media_type"
+        raise InferenceError(
+            "Audio endpoints take multipart/form-data.",
+            status=415,
+            code="unsupported_media_type",
         )
     upload = request.FILES.get("file")
     if upload is None:
-        raise APIError(400, "The `file` field is required.", param="file")
+        raise InferenceError("The `file` field is required.", param="file")
     if upload.size == 0:
-        raise APIError(400, "The uploaded file is empty.", param="file")
+        raise InferenceError("The uploaded file is empty.", param="file")
     fields: dict[str, Any] = {}
     model = request.POST.get("model", "").strip()
     if not model:
-        raise APIError(400, "The `model` field is required.", param="model")
+        raise InferenceError("The `model` field is required.", param="model")
     fields["model"] = model
     response_format = request.POST.get("response_format", "json")
     if response_format not in AUDIO_FORMATS:
-        raise APIError(
-            400,
+        raise InferenceError(
             f"`response_format` must be one of {', '.join(AUDIO_FORMATS)}.",
             param="response_format",
         )
@@ -225,18 +172,17 @@ def _audio_form(request: HttpRequest) -> tuple[dict[str, Any], Any]:
         except ValueError:
             temperature = -1.0
         if not 0 <= temperature <= 1:
-            raise APIError(400, "`temperature` must be between 0 and 1.", param="temperature")
+            raise InferenceError("`temperature` must be between 0 and 1.", param="temperature")
         fields["temperature"] = str(temperature)
     for name, limit in (("language", 16), ("prompt", 4000)):
         value = request.POST.get(name)
         if value:
             if len(value) > limit:
-                raise APIError(400, f"`{name}` is too long.", param=name)
+                raise InferenceError(f"`{name}` is too long.", param=name)
             fields[name] = value
     granularities = request.POST.getlist("timestamp_granularities[]")
     if any(g not in ("word", "segment") for g in granularities):
-        raise APIError(
-            400,
+        raise InferenceError(
             "`timestamp_granularities[]` takes `word` and/or `segment`.",
             param="timestamp_granularities[]",
         )
@@ -245,34 +191,14 @@ def _audio_form(request: HttpRequest) -> tuple[dict[str, Any], Any]:
     unknown = set(request.POST) - known - {"timestamp_granularities[]"}
     if unknown:
         name = sorted(unknown)[0]
-        raise APIError(400, f"Unrecognized request argument supplied: {name}", param=name)
-    return fields, upload
-
-
-async def _audio(request: HttpRequest, call: service.Call) -> HttpResponse:
-    """Validate the upload, then pass it on as multipart (never re-encoded as JSON)."""
-    fields, upload = _audio_form(request)
-    _, candidates = await service.route(call, fields["model"])
-
-    def form_for(upstream_model: str) -> aiohttp.FormData:
-        form = aiohttp.FormData()
-        upload.seek(0)
-        form.add_field(
-            "file",
-            upload.read(),
-            filename=upload.name or "audio",
-            content_type=upload.content_type or "application/octet-stream",
-        )
-        for name, value in fields.items():
-            if name == "model":
-                value = upstream_model
-            for item in value if isinstance(value, list) else [value]:
-                form.add_field(name, item)
-        return form
-
-    content, content_type = await service.forward_raw(call, candidates, form_for)
-    call.record()
-    return _with_headers(HttpResponse(content, content_type=content_type), call.response_headers)
+        raise InferenceError(f"Unrecognized request argument supplied: {name}", param=name)
+    upload.seek(0)
+    return pipeline.Audio(
+        data=upload.read(),
+        filename=upload.name or "audio",
+        content_type=upload.content_type or "application/octet-stream",
+        fields=fields,
+    )
 
 
 AUDIO_DOC = {
@@ -309,7 +235,10 @@ AUDIO_DOC = {
     summary="Transcribe audio",
 )
 async def audio_transcriptions(request: HttpRequest, domain_id: Path[str]):
-    return await metered(request, service.TRANSCRIPTIONS, lambda call: _audio(request, call))
+    audio = _audio_form(request)
+    return answer(
+        await pipeline.transcription(request.auth, audio, request_id=request_id_of(request))
+    )
 
 
 @router.api_operation(
@@ -320,7 +249,10 @@ async def audio_transcriptions(request: HttpRequest, domain_id: Path[str]):
     summary="Translate audio into English",
 )
 async def audio_translations(request: HttpRequest, domain_id: Path[str]):
-    return await metered(request, service.TRANSLATIONS, lambda call: _audio(request, call))
+    audio = _audio_form(request)
+    return answer(
+        await pipeline.translation(request.auth, audio, request_id=request_id_of(request))
+    )
 
 
 def _model_object(entry) -> dict:
@@ -336,7 +268,7 @@ def _model_object(entry) -> dict:
     ["GET"], "/models", response={200: ModelList, **ERRORS}, summary="List models"
 )
 async def list_models(request: HttpRequest, domain_id: Path[str]):
-    entries = await service.list_models(request.auth)
+    entries = await pipeline.list_models(request.auth)
     body = {"object": "list", "data": [_model_object(entry) for entry in entries]}
     return _json(body, {"x-request-id": request_id_of(request)})
 
@@ -345,7 +277,7 @@ async def list_models(request: HttpRequest, domain_id: Path[str]):
     ["GET"], "/models/{path:model}", response={200: Model, **ERRORS}, summary="Retrieve a model"
 )
 async def retrieve_model(request: HttpRequest, domain_id: Path[str], model: str):
-    entry = await service.get_model(request.auth, model)
+    entry = await pipeline.get_model(request.auth, model)
     return _json(_model_object(entry), {"x-request-id": request_id_of(request)})
 
 
@@ -354,11 +286,19 @@ def _method_not_allowed(path: str, allowed: str) -> None:
     to the real view, so this is the one place a method is checked)."""
     others = [m for m in ALL_METHODS if m != allowed]
 
+    def refuse(request: HttpRequest):
+        raise InferenceError(
+            f"Method {request.method} is not allowed here; use {allowed}.",
+            status=405,
+            code="method_not_allowed",
+            headers={"Allow": allowed},
+        )
+
     async def not_allowed(request: HttpRequest):
-        _only(request, allowed)
+        refuse(request)
 
     async def not_allowed_model(request: HttpRequest, model: str):
-        _only(request, allowed)
+        refuse(request)
 
     view = not_allowed_model if "{path:model}" in path else not_allowed
     router.api_operation(others, path, auth=None, include_in_schema=False)(view)
@@ -378,7 +318,7 @@ _method_not_allowed("/models/{path:model}", "GET")
 
 @router.api_operation(ALL_METHODS, "/{path:rest}", auth=None, include_in_schema=False)
 async def unknown_route(request: HttpRequest, rest: str):
-    raise not_found_route()
+    raise RouteNotFound()
 
 
 # Attestation for clients: `/proxy/<domain-id>/attestation` and `.../attestation/policy` --
@@ -415,9 +355,9 @@ def _attested_backends(domain_id: str, *, backend: str | None, model: str | None
     found = access.backends_serving(domain_id, model=model, backend=backend)
     if not found and (backend is not None or model is not None):
         param = "backend" if backend is not None else "model"
-        raise APIError(
-            404,
+        raise InferenceError(
             f"No {param} of that name serves this domain.",
+            status=404,
             param=param,
             code=f"{param}_not_found",
         )

@@ -12,17 +12,9 @@ import time
 import orjson
 from django.conf import settings
 
-from inference.errors import APIError
+from inference.errors import RateLimited, RequestTooLarge, envelope
 
 AUDIO_PATH = re.compile(r"^/proxy/[^/]+/v1/audio/")
-
-
-def _too_large(limit: int) -> APIError:
-    return APIError(
-        413,
-        f"The request body exceeds the limit of {limit // (1024 * 1024)} MB.",
-        code="request_too_large",
-    )
 
 
 class BodyLimit:
@@ -71,7 +63,7 @@ class BodyLimit:
             await self._refuse(send, limit)
 
     async def _refuse(self, send, limit: int) -> None:
-        body = orjson.dumps(_too_large(limit).body())
+        body = orjson.dumps(envelope(RequestTooLarge(limit)))
         await send(
             {
                 "type": "http.response.start",
@@ -134,11 +126,9 @@ class RateLimiter:
         }
         if remaining < 0:
             scope = "token" if token_count > limits[0] else "domain"
-            raise APIError(
-                429,
+            raise RateLimited(
                 f"Rate limit reached for this {scope}: {limits[scope == 'domain']} requests per "
                 f"minute. Retry after {reset} s.",
-                code="rate_limit_exceeded",
                 headers={**headers, "Retry-After": str(reset)},
             )
         return headers

@@ -186,6 +186,11 @@ class UsageEvent(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
+    # Who counted the tokens: the backend's own usage report, or the gateway (a stream that
+    # ended before the backend reported, or a backend that reports none).
+    usage_source = models.CharField(
+        max_length=10, choices=[("backend", "backend"), ("gateway", "gateway")], default="backend"
+    )
     latency_ms = models.FloatField(default=0)
     stream = models.BooleanField(default=False)
     guardrails = models.JSONField(default=dict, blank=True)

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+AUDIO_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -14,14 +14,21 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import aiohttp
 from django.conf import settings
 
 from inference.attestation import spki_of_certificate
-from inference.errors import APIError
+from inference.errors import ContextLengthExceeded, InferenceError, NoBackend, UpstreamFailed
 from inference.registry import Target, registry
+
+if TYPE_CHECKING:
+    from inference.pipeline import Call
+
+BodyFor = Callable[[str], bytes | aiohttp.FormData]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +123,14 @@ def session() -> aiohttp.ClientSession:
     return client
 
 
+async def session_close() -> None:
+    """Close the running loop's pooled client: for callers that run a loop of their own per
+    job (a Celery task, a test), whose loop ends afterwards."""
+    client = _sessions.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.close()
+
+
 def _headers(target: Target, request_id: str, content_type: str | None) -> dict[str, str]:
     headers = {"x-request-id": request_id}
     if content_type:
@@ -130,7 +145,7 @@ async def open_response(
     path: str,
     *,
     request_id: str,
-    body_for: Callable[[str], bytes | aiohttp.FormData],
+    body_for: BodyFor,
     content_type: str | None = "application/json",
 ) -> tuple[Target, aiohttp.ClientResponse]:
     """Send the request, failing over once; returns the backend and its open response.
@@ -177,21 +192,66 @@ async def open_response(
         else:
             breaker.success()
         return target, response
-    raise APIError(
-        503,
+    raise NoBackend(
         "No backend could serve this request right now; please retry.",
-        code="backend_unavailable",
-        type="server_error",
         extra={"detail": last_error} if settings.DEBUG else None,
     )
 
 
-def done(target: Target) -> None:
+def done(target: Target | None) -> None:
     """Mark one in-flight request to this backend finished."""
-    target.in_flight = max(0, target.in_flight - 1)
+    if target is not None:
+        target.in_flight = max(0, target.in_flight - 1)
 
 
-async def normalised_error(response: aiohttp.ClientResponse) -> APIError:
+@asynccontextmanager
+async def exchange(
+    call: "Call",
+    candidates: list[tuple[Target, str]],
+    body_for: BodyFor,
+    content_type: str | None = "application/json",
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """A backend's answer that is not an error (an error is raised, normalised), released
+    and counted done afterwards; `call.target` is the backend that answered."""
+    target, response = await open_response(
+        candidates,
+        call.endpoint.path,
+        request_id=call.request_id,
+        body_for=body_for,
+        content_type=content_type,
+    )
+    call.target = target
+    try:
+        if response.status >= 300:
+            raise await normalised_error(response)
+        yield response
+    finally:
+        response.release()
+        done(target)
+
+
+async def open_stream(
+    call: "Call", candidates: list[tuple[Target, str]], body_for: BodyFor
+) -> aiohttp.ClientResponse:
+    """A backend's event stream, open; the caller releases it and calls `done`."""
+    target, response = await open_response(
+        candidates, call.endpoint.path, request_id=call.request_id, body_for=body_for
+    )
+    call.target = target
+    if response.status >= 300:
+        try:
+            raise await normalised_error(response)
+        finally:
+            response.release()
+            done(target)
+    return response
+
+
+# How backends word a prompt too long for the model's context (vLLM, llama.cpp, Ollama).
+_CONTEXT_OVERFLOW = ("maximum context length", "context length", "context size", "context window")
+
+
+async def normalised_error(response: aiohttp.ClientResponse) -> InferenceError:
     """An upstream error response, in OpenAI's envelope with the upstream's message if any."""
     message, param, code = f"The backend answered HTTP {response.status}.", None, None
     try:
@@ -209,10 +269,14 @@ async def normalised_error(response: aiohttp.ClientResponse) -> APIError:
     if status >= 500 or status < 400:
         # Upstream internals (or a redirect, which a backend must not answer) are not the
         # client's business.
-        return APIError(502, "The backend failed to process the request.", type="server_error")
+        return UpstreamFailed()
     if status not in (400, 401, 403, 404, 409, 413, 415, 422, 429):
         status = 400
     if status in (401, 403):
         # The backend rejected *our* credentials: a gateway fault, not the client's.
-        return APIError(502, "The backend refused the gateway's credentials.", type="server_error")
-    return APIError(status, message, param=param, code=code)
+        return UpstreamFailed("The backend refused the gateway's credentials.")
+    if code == "context_length_exceeded" or (
+        status == 400 and any(words in message.lower() for words in _CONTEXT_OVERFLOW)
+    ):
+        return ContextLengthExceeded(message, param=param or "messages")
+    return InferenceError(message, status=status, param=param, code=code)

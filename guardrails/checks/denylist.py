@@ -11,9 +11,19 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
+import regex
 from pydantic import Field, field_validator
 
-from guardrails.base import Action, Check, CheckOptions, Finding, Severity, Stage
+from guardrails.base import (
+    Action,
+    Check,
+    CheckOptions,
+    Finding,
+    Hold,
+    Severity,
+    Stage,
+    hold_by_patterns,
+)
 from guardrails.saferegex import UnsafeRegex, check_pattern, compile_pattern
 
 PLACEHOLDER = "[REDACTED]"
@@ -92,9 +102,19 @@ class DenyList(Check):
         ]
         self._regexes = [compile_pattern(pattern) for pattern in opts.regexes]
         self._timeout = opts.regex_timeout_ms / 1000
-        literals = [*opts.terms, *(k for keywords in opts.topics.values() for k in keywords)]
-        # Streams must hold back at least the longest literal to catch it across chunks.
-        self.max_span = max((len(term) for term in literals), default=0)
+        literals = [self._terms, *(pattern for _, pattern in self._topics)]
+        self._holds = [
+            (regex.compile(pattern.pattern, pattern.flags), PLACEHOLDER, self._action)
+            for pattern in literals
+            if pattern is not None
+        ] + [(pattern, PLACEHOLDER, self._action) for pattern in self._regexes]
+
+    def hold(self, text: str) -> Hold:
+        try:
+            return hold_by_patterns(text, self._holds, timeout=self._timeout)
+        except TimeoutError:
+            # A deny list that could not be evaluated must not let text through.
+            return Hold(0, PLACEHOLDER, Action.BLOCK)
 
     def scan(self, text: str) -> list[Finding]:
         findings: list[Finding] = []

@@ -17,11 +17,21 @@ from importlib import import_module
 from typing import ClassVar
 
 import phonenumbers
+import regex
 from pydantic import Field, field_validator
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
-from guardrails.base import Action, Check, CheckOptions, Finding, Severity, Stage
+from guardrails.base import (
+    Action,
+    Check,
+    CheckOptions,
+    Finding,
+    Hold,
+    Severity,
+    Stage,
+    hold_by_patterns,
+)
 
 PLACEHOLDERS = {
     "email": "[EMAIL]",
@@ -182,10 +192,31 @@ class PII(Check):
         self._full_ids = [
             (pattern, is_valid) for code, pattern, is_valid, _ in ids if code in FULL_SCAN_IDS
         ]
-        self._numbers = any(
-            action is not Action.ALLOW
-            for action in (opts.card, opts.iban, opts.national_id, opts.phone, opts.ip)
-        )
+        numeric = (opts.card, opts.iban, opts.national_id, opts.phone, opts.ip)
+        self._numbers = any(action is not Action.ALLOW for action in numeric)
+        # Where an entity may begin, for streams: each candidate pattern with what masking
+        # (or blocking) it would lead to. A number run may turn out to be any numeric entity.
+        strictest = max(numeric, key=lambda action: action.rank)
+        candidates = [
+            (_EMAIL, "[EMAIL]", opts.email),
+            (_IPV6, "[IP]", opts.ip),
+            (_IBAN, "[IBAN]", opts.iban),
+            (_PHONE, "[PHONE]", opts.phone),
+            (_RUN, "[PII]", strictest),
+        ]
+        candidates += [
+            (pattern, "[NATIONAL_ID]", opts.national_id) for pattern, _ in self._full_ids
+        ]
+        self._holds = [
+            (regex.compile(pattern.pattern), replacement, action)
+            for pattern, replacement, action in candidates
+            if action is not Action.ALLOW
+        ]
+
+    def hold(self, text: str) -> Hold:
+        if not text.isascii():
+            text = text.translate(_DECIMAL_DIGITS)
+        return hold_by_patterns(text, self._holds)
 
     def scan(self, text: str) -> list[Finding]:
         opts = self._opts

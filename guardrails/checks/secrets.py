@@ -14,9 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+import regex
 from pydantic import field_validator
 
-from guardrails.base import Action, Check, CheckOptions, Finding, Severity, Stage
+from guardrails.base import (
+    Action,
+    Check,
+    CheckOptions,
+    Finding,
+    Hold,
+    Severity,
+    Stage,
+    hold_by_patterns,
+)
 
 PLACEHOLDER = "[SECRET]"
 
@@ -220,6 +230,15 @@ class Secrets(Check):
             for rule in RULES
             if opts.actions.get(rule.type, opts.action) is not Action.ALLOW
         ]
+        # The same patterns in the `regex` package, whose partial matching tells a stream
+        # where a secret may have begun.
+        self._holds = [
+            (regex.compile(rule.pattern.pattern, rule.pattern.flags), PLACEHOLDER, action)
+            for rule, action in self._rules
+        ]
+
+    def hold(self, text: str) -> Hold:
+        return hold_by_patterns(text, self._holds)
 
     def scan(self, text: str) -> list[Finding]:
         findings: list[Finding] = []

@@ -14,11 +14,20 @@ import re
 import unicodedata
 from typing import ClassVar
 
-from guardrails.base import Action, Check, CheckOptions, Finding, Severity, Stage
+from guardrails.base import Action, Check, CheckOptions, Finding, Hold, Severity, Stage
 
 # Tag characters (U+E0000-E007F) encode ASCII invisibly; long runs of variation selectors
 # encode bytes the same way ("emoji smuggling"); a single selector after an emoji is normal.
+# One use of tags is legitimate: a subdivision flag (Scotland is U+1F3F4, the tags g b s c
+# t, then CANCEL TAG), so a tag run that forms such a flag is not a finding.
 _TAGS = re.compile("[\U000e0000-\U000e007f]+|[\ufe00-\ufe0f\U000e0100-\U000e01ef]{4,}")
+_FLAG_TAGS = re.compile("[\U000e0030-\U000e0039\U000e0061-\U000e007a]{2,6}\U000e007f")
+_BLACK_FLAG = "\U0001f3f4"
+# What a stream holds back until it is whole: a black flag or tag run at the very end (a
+# flag, or smuggled text, still arriving), or a word that may be spelled with look-alikes.
+_TAIL = re.compile(
+    f"(?:{_BLACK_FLAG}?[\U000e0000-\U000e007f]*|[\ufe00-\ufe0f\U000e0100-\U000e01ef]+)\\Z"
+)
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]+")
 # Zero-width joiners are part of emoji sequences and of Persian and Indic spelling, so they
 # count as tricks only inside ASCII words; the others are invisible everywhere.
@@ -43,7 +52,15 @@ _LATIN_CHAR = re.compile("[A-Za-z]")
 # Candidate words for the mixed-script test: letters from either set, matched possessively
 # so a long run of letters costs linear time.
 _WORD = re.compile(f"[A-Za-z{_CONFUSABLE_CLASS}]++")
+_WORD_TAIL = re.compile(f"[A-Za-z{_CONFUSABLE_CLASS}]+\\Z")
 _HIDDEN = re.compile(f"{_TAGS.pattern}|{_BIDI.pattern}|{_INVISIBLE.pattern}|{_CONTROL.pattern}")
+
+
+def _is_flag(text: str, match: re.Match[str]) -> bool:
+    """Whether a run of tag characters is the tail of a subdivision flag emoji."""
+    return text[match.start() - 1 : match.start()] == _BLACK_FLAG and bool(
+        _FLAG_TAGS.fullmatch(match.group())
+    )
 
 
 def normalize_for_matching(text: str) -> str:
@@ -102,6 +119,8 @@ class UnicodeCheck(Check):
             return findings
         for type_, pattern, action, severity in self._rules:
             for match in pattern.finditer(text):
+                if pattern is _TAGS and _is_flag(text, match):
+                    continue
                 findings.append(
                     Finding(match.start(), match.end(), type_, "unicode", severity, action)
                 )
@@ -121,3 +140,13 @@ class UnicodeCheck(Check):
                         )
                     )
         return findings
+
+    def hold(self, text: str) -> Hold:
+        index = len(text) if text.isascii() else _TAIL.search(text).start()
+        if index == len(text) and self._homoglyphs is not Action.ALLOW:
+            # A word may still gain a look-alike letter ("p" then "аypal").
+            word = _WORD_TAIL.search(text)
+            if word is not None:
+                index = word.start()
+        actions = [rule[2] for rule in self._rules] + [self._homoglyphs]
+        return Hold(index, "", max(actions, key=lambda action: action.rank))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from guardrails import DEFAULT_POLICY, compile_policy
 from guardrails.checks.injection import PromptInjection, PromptInjectionOptions
 
 CORPUS = json.loads((Path(__file__).parent / "injection_corpus.json").read_text())
@@ -28,6 +29,12 @@ def test_it_detects_at_least_nine_in_ten_attacks():
 @pytest.mark.parametrize("text", CORPUS["benign"])
 def test_it_lets_benign_look_alikes_through(text):
     assert not blocked(text)
+
+
+@pytest.mark.parametrize("text", CORPUS["benign"])
+def test_the_platform_default_lets_every_benign_text_through(text):
+    decision = compile_policy(DEFAULT_POLICY).check_input([{"role": "user", "content": text}])
+    assert not decision.blocked, decision.violation_types
 
 
 def test_it_sees_through_zero_width_and_look_alike_letters():

@@ -97,7 +97,7 @@ async def test_a_low_score_does_not_block():
 def test_the_sync_entry_point_refuses_model_policies():
     pipeline = pipeline_with()
     assert pipeline.needs_async
-    with pytest.raises(RuntimeError, match="acheck_input"):
+    with pytest.raises(RuntimeError, match="acheck_request"):
         pipeline.check_input("hello")
 
 

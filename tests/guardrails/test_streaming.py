@@ -68,7 +68,7 @@ def test_deny_terms_are_caught_across_chunks_and_end_the_stream():
     assert sanitizer.audit()["violations"][0]["type"] == "deny.term"
 
 
-def test_the_window_grows_to_the_longest_deny_term():
+def test_a_long_deny_term_is_held_whole_until_it_is_complete():
     term = "x" * 100
     policy = validate_policy(
         {
@@ -81,18 +81,17 @@ def test_the_window_grows_to_the_longest_deny_term():
         }
     )
     pipeline = compile_policy(policy)
-    assert pipeline.window == 101
     text = "a " * 80 + term + " b" * 80
     assert stream(pipeline, list(text))[0] == "a " * 80 + "[REDACTED]" + " b" * 80
 
 
-def test_delay_is_at_most_one_window(pipeline):
-    text = "plain words without entities " * 20
+def test_prose_is_held_back_by_at_most_its_last_word(pipeline):
+    text = "plain words without entities, and more of them. " * 20
     sanitizer = pipeline.stream_sanitizer()
     emitted = 0
     for i, char in enumerate(text, start=1):
         emitted += len(sanitizer.feed(char))
-        assert emitted >= i - pipeline.window
+        assert " " not in text[emitted:i], (i, text[emitted:i])
     assert emitted + len(sanitizer.finish()) == len(text)
 
 
@@ -150,3 +149,101 @@ def test_streaming_equals_whole_text_sanitization_for_any_chunking(pieces, cuts)
         position += size
         index += 1
     assert stream(pipeline, chunks)[0] == pipeline.check_output(text).text
+
+
+BIG_PEM = (
+    "-----BEGIN PRIVATE KEY-----\n"
+    + "\n".join(f"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC{i:013d}" for i in range(160))
+    + "\n-----END PRIVATE KEY-----"
+)
+
+
+def small_hold_pipeline(**secrets_options):
+    policy = {
+        "output": [
+            {"NAME": "guardrails.checks.secrets.Secrets", "OPTIONS": secrets_options},
+            {"NAME": "guardrails.checks.pii.PII"},
+        ],
+        "stream": {"max_hold": 256},
+    }
+    return compile_policy(validate_policy(policy))
+
+
+def test_a_10_kb_key_is_masked_whole_even_past_the_hold_limit():
+    text = f"Key:\n{BIG_PEM}\nDone, write to jane.doe@example.com."
+    assert len(BIG_PEM) > 10_000
+    for size in (1, 4, 64, 1000):
+        chunks = [text[i : i + size] for i in range(0, len(text), size)]
+        out, sanitizer = stream(small_hold_pipeline(), chunks)
+        assert out == "Key:\n[SECRET]\nDone, write to [EMAIL].", size
+        assert not sanitizer.blocked
+        assert "stream.unbounded_entity" in {v.type for v in sanitizer.violations}
+
+
+def test_a_runaway_secret_that_its_check_would_block_ends_the_stream():
+    text = f"Key:\n{BIG_PEM}\nDone."
+    chunks = [text[i : i + 16] for i in range(0, len(text), 16)]
+    out, sanitizer = stream(small_hold_pipeline(action="block"), chunks)
+    assert sanitizer.blocked and sanitizer.finish_reason == "content_filter"
+    assert out == "Key:\n"
+
+
+def test_secrets_near_the_end_of_a_100_kb_stream_are_masked(pipeline):
+    prose = "Plain words of a long answer, without anything to hide. " * 1800
+    text = prose + f"The key {ENTITIES['aws'][0]}, mail {ENTITIES['email'][0]}.\n{PEM}\nBye."
+    chunks = [text[i : i + 4] for i in range(0, len(text), 4)]
+    out, _ = stream(pipeline, chunks)
+    assert out == prose + "The key [SECRET], mail [EMAIL].\n[SECRET]\nBye."
+
+
+SECRETS = [
+    value
+    for key, (value, _) in ENTITIES.items()
+    if key in {"aws", "github", "cube_pat", "jwt", "stripe"}
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(WORDS, max_size=60),
+    secret=st.sampled_from([*SECRETS, BIG_PEM]),
+    after=st.lists(WORDS, max_size=20),
+    cuts=st.lists(st.integers(1, 300), min_size=1, max_size=20),
+    max_hold=st.sampled_from([256, 16384]),
+)
+def test_no_chunking_lets_a_known_secret_through(before, secret, after, cuts, max_hold):
+    pipeline = compile_policy(
+        validate_policy(
+            {
+                "output": [
+                    {"NAME": "guardrails.checks.secrets.Secrets"},
+                    {"NAME": "guardrails.checks.pii.PII"},
+                ],
+                "stream": {"max_hold": max_hold},
+            }
+        )
+    )
+    text = " ".join([*before, secret, *after])
+    chunks, position, index = [], 0, 0
+    while position < len(text):
+        size = cuts[index % len(cuts)]
+        chunks.append(text[position : position + size])
+        position += size
+        index += 1
+    out, _ = stream(pipeline, chunks)
+    # Not the secret, nor any long enough piece of it.
+    pieces = {secret[i : i + 12] for i in range(0, len(secret) - 12, 6)}
+    assert not any(piece in out for piece in pieces)
+    assert "[SECRET]" in out
+
+
+def test_a_runaway_longer_than_the_memory_cap_ends_the_stream(monkeypatch):
+    from guardrails import streaming
+
+    monkeypatch.setattr(streaming, "RUNAWAY_LIMIT", 2000)
+    text = f"Key:\n{BIG_PEM}\nDone."
+    out, sanitizer = stream(
+        small_hold_pipeline(), [text[i : i + 8] for i in range(0, len(text), 8)]
+    )
+    assert sanitizer.blocked
+    assert out == "Key:\n[SECRET]"

@@ -3,7 +3,7 @@
 import pytest
 from django.core.cache import cache
 
-from inference.errors import APIError
+from inference.errors import RateLimited
 from inference.limits import RateLimiter
 
 
@@ -44,7 +44,7 @@ async def test_it_limits_requests_per_token_with_openai_headers(limiter):
     for remaining in (2, 1, 0):
         headers = await limiter.check(token_id=101, domain_id="d-101")
         assert headers["x-ratelimit-remaining-requests"] == str(remaining)
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(RateLimited) as caught:
         await limiter.check(token_id=101, domain_id="d-101")
     assert caught.value.status == 429
     assert caught.value.code == "rate_limit_exceeded"
@@ -54,6 +54,6 @@ async def test_it_limits_requests_per_token_with_openai_headers(limiter):
 async def test_it_limits_requests_per_domain_across_tokens(limiter):
     for token_id in range(200, 205):
         await limiter.check(token_id=token_id, domain_id="d-200")
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(RateLimited) as caught:
         await limiter.check(token_id=299, domain_id="d-200")
     assert "domain" in caught.value.message

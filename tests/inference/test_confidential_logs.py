@@ -4,17 +4,17 @@ import logging
 
 import pytest
 
-from inference import service
+from inference import pipeline
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_unexpected_error_logs_no_prompt_text(client, alice, domain, pat, monkeypatch, caplog):
     secret_prompt = "my diagnosis is confidential-4711"
 
-    async def explode(call, model, **kwargs):
+    async def explode(call, model):
         raise ValueError(f"cannot route {secret_prompt}")
 
-    monkeypatch.setattr(service, "route", explode)
+    monkeypatch.setattr(pipeline, "_route", explode)
     token = pat(alice)
     with caplog.at_level(logging.DEBUG):
         response = client.post(

@@ -16,7 +16,7 @@ def forget_unprefixed_variables(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inference', '0002_attestation_policy_record'),
+        ('inference', '0003_usage_source'),
     ]
 
     operations = [

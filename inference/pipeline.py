@@ -1,0 +1,534 @@
+"""The inference pipeline: every rule of every request, in one place, for every entry point.
+
+    rate limit ─► model access and routing ─► capabilities and context length
+      ─► input guardrails ─► forward or stream, failing over ─► output guardrails
+      ─► metering and audit
+
+Three entry points call it and nothing else: the OpenAI-compatible API (`inference/api.py`),
+the browser chat's WebSocket consumer, and the Celery tasks of transcription jobs. Each
+turns its input into a `Caller` and validated parameters, calls one function per
+operation (`chat`, `completion`, `embedding`, `transcription`, `translation`), and shapes
+what comes back: a `Reply` (a whole answer) or a `Stream` (chunk objects, already through
+the output guardrails). Failures are `inference.errors.InferenceError`s, which each entry
+point maps once (the API to OpenAI's envelope). Prompts, completions and audio pass through
+memory only; what is recorded is counts, never content.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from cubeai.exceptions import DomainError
+from domains import permissions
+from guardrails import Classification
+from inference import guard, metering, upstream
+from inference.context import Caller
+from inference.errors import (
+    ContextLengthExceeded,
+    InferenceError,
+    ModelNotFound,
+    ModelNotSupported,
+    NoBackend,
+    UnsupportedParameter,
+    UpstreamFailed,
+)
+from inference.limits import rate_limiter
+from inference.registry import ModelEntry, Target, registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An operation: its name in usage records, its upstream path, the permission and the
+    model task it needs, and the kind of request it is for the guardrails' field list."""
+
+    name: str
+    path: str
+    permission: str | None
+    task: str
+    kind: str
+
+
+CHAT = Endpoint("chat.completions", "chat/completions", permissions.CHAT, "chat", "chat")
+COMPLETIONS = Endpoint(
+    "completions", "completions", permissions.COMPLETIONS, "completion", "completion"
+)
+EMBEDDINGS = Endpoint("embeddings", "embeddings", permissions.EMBEDDINGS, "embedding", "embedding")
+TRANSCRIPTIONS = Endpoint(
+    "audio.transcriptions",
+    "audio/transcriptions",
+    permissions.AUDIO_TRANSCRIPTIONS,
+    "transcription",
+    "audio",
+)
+TRANSLATIONS = Endpoint(
+    "audio.translations",
+    "audio/translations",
+    permissions.AUDIO_TRANSLATIONS,
+    "translation",
+    "audio",
+)
+# A guard model's call, made by the guardrails on the caller's behalf: metered and limited
+# under the caller's domain like any call, needing no permission of its own.
+GUARD = Endpoint("guardrails.classify", "chat/completions", None, "chat", "chat")
+
+
+@dataclass(slots=True)
+class Call:
+    """One call in flight, and what will be recorded about it (never its content)."""
+
+    caller: Caller
+    endpoint: Endpoint
+    request_id: str
+    started: float = field(default_factory=time.perf_counter)
+    model: str = ""
+    target: Target | None = None
+    stream: bool = False
+    status: int = 200
+    usage: dict = field(default_factory=dict)
+    # "backend" when the backend reported usage, "gateway" when the gateway counted it.
+    usage_source: str = "backend"
+    guardrails: dict = field(default_factory=dict)
+    guard_headers: dict = field(default_factory=dict)
+    rate_headers: dict = field(default_factory=dict)
+    recorded: bool = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every answer to this call says: its id, the serving backend's attestation
+        (and that it is not confidential, for a backend without a TEE), guardrails, limits."""
+        headers = {"x-request-id": self.request_id}
+        if self.target is not None:
+            headers["x-cube-backend-attestation"] = self.target.attestation
+            headers["x-cube-tee"] = self.target.tee_type
+            if self.target.tee_type == "none":
+                headers["x-cube-confidential"] = "false"
+        headers.update(self.guard_headers)
+        headers.update(self.rate_headers)
+        return headers
+
+    def record(self, status: int | None = None) -> None:
+        """Queue the usage and audit event of this call, once (no content)."""
+        if self.recorded:
+            return
+        self.recorded = True
+        if status is not None:
+            self.status = status
+        usage = self.usage
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        metering.record(
+            domain_id=self.caller.domain_id,
+            user_id=self.caller.user_id,
+            token_id=self.caller.token_id,
+            request_id=self.request_id,
+            endpoint=self.endpoint.name,
+            model=self.model,
+            backend=self.target.name if self.target else "",
+            status=self.status,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=int(usage.get("total_tokens") or prompt + completion),
+            usage_source=self.usage_source,
+            latency_ms=(time.perf_counter() - self.started) * 1000,
+            stream=self.stream,
+            guardrails=self.guardrails,
+            attestation=self.target.attestation if self.target else "",
+        )
+
+
+@dataclass(slots=True)
+class Reply:
+    """A whole answer: a JSON body (or raw bytes with their content type, for audio)."""
+
+    call: Call
+    body: dict | bytes
+    content_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class Audio:
+    """An audio request: the upload and its validated form fields (`model` included)."""
+
+    data: bytes
+    filename: str
+    content_type: str
+    fields: dict[str, Any]
+
+
+class Stream:
+    """A streamed completion: OpenAI chunk objects, through the output guardrails, in order.
+
+    Iterate it once. The last chunk carries usage only if the client asked for it
+    (`stream_options.include_usage`). A failure of the backend mid-stream is raised from
+    the iteration as an `UpstreamFailed`. Close it (`aclose`) to stop early: that cancels
+    the upstream request; the call is recorded either way, with the tokens delivered.
+    """
+
+    def __init__(
+        self, call: Call, chunks: AsyncIterator[dict], response: aiohttp.ClientResponse
+    ) -> None:
+        self.call = call
+        self._chunks = chunks
+        # A stream dropped before it was iterated (its client left at once) still releases
+        # the backend's connection and is recorded.
+        weakref.finalize(self, _abandoned, call, response)
+
+    def __aiter__(self) -> AsyncIterator[dict]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+
+def _abandoned(call: Call, response: aiohttp.ClientResponse) -> None:
+    if not call.recorded:
+        response.release()
+        upstream.done(call.target)
+        call.record(499)
+
+
+# Models -----------------------------------------------------------------------------------
+
+
+async def list_models(caller: Caller) -> list[ModelEntry]:
+    """The models the caller's domain may use, by name."""
+    caller.require(permissions.MODELS_READ)
+    snapshot = await registry.current()
+    return sorted(snapshot.models_for(caller.domain_id), key=lambda entry: entry.name)
+
+
+async def get_model(caller: Caller, name: str) -> ModelEntry:
+    caller.require(permissions.MODELS_READ)
+    entry = (await registry.current()).model_for(caller.domain_id, name)
+    if entry is None:
+        raise ModelNotFound(name)
+    return entry
+
+
+# Operations -------------------------------------------------------------------------------
+
+
+async def chat(caller: Caller, params: dict, *, request_id: str) -> Reply | Stream:
+    """`POST /chat/completions`: a whole completion, or a `Stream` when `stream` is set."""
+    return await _generate(Call(caller, CHAT, request_id), params)
+
+
+async def completion(caller: Caller, params: dict, *, request_id: str) -> Reply | Stream:
+    """`POST /completions`: a whole completion, or a `Stream` when `stream` is set."""
+    return await _generate(Call(caller, COMPLETIONS, request_id), params)
+
+
+async def embedding(caller: Caller, params: dict, *, request_id: str) -> Reply:
+    """`POST /embeddings`."""
+    call = Call(caller, EMBEDDINGS, request_id)
+    async with _recorded(call):
+        _, candidates = await _admit(call, params)
+        params = await guard.check_request(call, params, classify=_classifier(call))
+        body = await _forward_json(call, candidates, params)
+        return Reply(call, body)
+
+
+async def transcription(caller: Caller, audio: Audio, *, request_id: str) -> Reply:
+    """`POST /audio/transcriptions`: the backend's answer in the format asked for."""
+    return await _audio(Call(caller, TRANSCRIPTIONS, request_id), audio)
+
+
+async def translation(caller: Caller, audio: Audio, *, request_id: str) -> Reply:
+    """`POST /audio/translations`: speech in any language as English text."""
+    return await _audio(Call(caller, TRANSLATIONS, request_id), audio)
+
+
+# The steps --------------------------------------------------------------------------------
+
+
+class _recorded:
+    """Run the steps of one call; a failure is recorded with its status, and leaves with
+    the call's headers (request id, backend, limits) added to the error."""
+
+    def __init__(self, call: Call, *, record_success: bool = True) -> None:
+        self.call = call
+        self.record_success = record_success
+
+    async def __aenter__(self) -> Call:
+        return self.call
+
+    async def __aexit__(self, kind, error, traceback) -> bool:
+        if isinstance(error, InferenceError):
+            error.headers = {**self.call.headers, **error.headers}
+        if isinstance(error, DomainError):
+            self.call.record(error.status)
+        elif error is not None:
+            self.call.record(500)
+        elif self.record_success:
+            self.call.record()
+        return False
+
+
+async def _generate(call: Call, params: dict) -> Reply | Stream:
+    stream = bool(params.get("stream"))
+    async with _recorded(call, record_success=not stream):
+        _, candidates = await _admit(call, params)
+        params = await guard.check_request(call, params, classify=_classifier(call))
+        if stream:
+            return await _open_stream(call, candidates, params)
+        body = await _forward_json(call, candidates, params)
+        guard.check_response(call, body)
+        return Reply(call, body)
+
+
+async def _admit(call: Call, params: dict) -> tuple[ModelEntry, list[tuple[Target, str]]]:
+    """Rate limit, permission, model access and routing, capabilities and context length."""
+    call.rate_headers = await rate_limiter.check(
+        token_id=call.caller.token_id, domain_id=call.caller.domain_id
+    )
+    entry, candidates = await _route(call, params["model"])
+    _check_capabilities(entry, params)
+    return entry, candidates
+
+
+async def _route(call: Call, model: str) -> tuple[ModelEntry, list[tuple[Target, str]]]:
+    """The permission, then the deployments that may serve `model` for this call."""
+    if call.endpoint.permission is not None:
+        call.caller.require(call.endpoint.permission)
+    call.model = model
+    snapshot = await registry.current()
+    entry = snapshot.model_for(call.caller.domain_id, model)
+    if entry is None:
+        raise ModelNotFound(model)
+    if call.endpoint.task not in entry.tasks:
+        raise ModelNotSupported(
+            f"The model `{model}` does not support {call.endpoint.name}.", param="model"
+        )
+    candidates = registry.candidates(snapshot, entry)
+    if not candidates:
+        raise NoBackend(
+            f"No healthy, attested backend is serving `{model}` right now; please retry."
+        )
+    return entry, candidates
+
+
+def _check_capabilities(entry: ModelEntry, params: dict) -> None:
+    """Refuse what the model's deployments cannot honour, naming the parameter."""
+    response_format = params.get("response_format")
+    wanted = {
+        "n": (params.get("n") or 1) > 1 or (params.get("best_of") or 1) > 1,
+        "tools": any(params.get(k) is not None for k in ("tools", "tool_choice")),
+        "logprobs": bool(params.get("logprobs")) or params.get("top_logprobs") is not None,
+        # Audio's `response_format` is the transcript's format, not structured output.
+        "response_format": isinstance(response_format, dict)
+        and response_format.get("type") not in (None, "text"),
+        "dimensions": params.get("dimensions") is not None,
+    }
+    for capability, asked in wanted.items():
+        if asked and capability not in entry.capabilities:
+            raise UnsupportedParameter(
+                f"`{capability}` is not supported by the model `{entry.name}`.",
+                param=capability,
+            )
+    for name in ("max_tokens", "max_completion_tokens"):
+        asked = params.get(name)
+        if asked is not None and asked > entry.context_length:
+            raise ContextLengthExceeded(
+                f"`{name}` is {asked}, more than the context length of `{entry.name}` "
+                f"({entry.context_length} tokens).",
+                param=name,
+            )
+
+
+def _classifier(call: Call):
+    """The guard-model callable of this call's guardrails: a call of its own (`GUARD`),
+    routed, limited and metered under the caller's domain."""
+
+    async def classify(text: str, model: str) -> Classification:
+        guard_call = Call(call.caller, GUARD, call.request_id)
+        async with _recorded(guard_call):
+            _, candidates = await _admit(guard_call, {"model": model})
+            body = await _forward_json(
+                guard_call,
+                candidates,
+                {
+                    "model": model,
+                    "messages": [{"role": "user", "content": text}],
+                    "temperature": 0,
+                    "max_tokens": 8,
+                },
+            )
+        choice = (body.get("choices") or [{}])[0]
+        label = (choice.get("message") or {}).get("content") or ""
+        return Classification(label=label.split()[0].lower() if label.strip() else "", score=1.0)
+
+    return classify
+
+
+async def _forward_json(call: Call, candidates: list[tuple[Target, str]], params: dict) -> dict:
+    """Send a JSON request; return the backend's JSON answer, with the public model name."""
+    async with upstream.exchange(call, candidates, _json_body(params)) as response:
+        try:
+            body = orjson.loads(await response.read())
+        except (orjson.JSONDecodeError, aiohttp.ClientError, TimeoutError) as exc:
+            raise UpstreamFailed("The backend sent an invalid response.") from exc
+    if not isinstance(body, dict):
+        raise UpstreamFailed("The backend sent an invalid response.")
+    if "model" in body:
+        body["model"] = call.model
+    _take_usage(call, body.get("usage"), params, body)
+    return body
+
+
+def _json_body(params: dict):
+    def body_for(upstream_model: str) -> bytes:
+        return orjson.dumps({**params, "model": upstream_model})
+
+    return body_for
+
+
+async def _audio(call: Call, audio: Audio) -> Reply:
+    async with _recorded(call):
+        _, candidates = await _admit(call, audio.fields)
+        fields = await guard.check_request(call, audio.fields, classify=_classifier(call))
+
+        def form_for(upstream_model: str) -> aiohttp.FormData:
+            form = aiohttp.FormData()
+            form.add_field(
+                "file", audio.data, filename=audio.filename, content_type=audio.content_type
+            )
+            for name, value in {**fields, "model": upstream_model}.items():
+                for item in value if isinstance(value, list) else [value]:
+                    form.add_field(name, str(item))
+            return form
+
+        # aiohttp sets the multipart content type, with its boundary, itself.
+        async with upstream.exchange(call, candidates, form_for, content_type=None) as response:
+            content = await response.read()
+            content_type = response.headers.get("Content-Type", "application/json")
+        return Reply(call, content, content_type)
+
+
+async def _open_stream(call: Call, candidates: list[tuple[Target, str]], params: dict) -> Stream:
+    """Open the backend's event stream (failing over before the first byte)."""
+    wants_usage = bool((params.get("stream_options") or {}).get("include_usage"))
+    upstream_params = {**params, "stream": True, "stream_options": {"include_usage": True}}
+    call.stream = True
+    response = await upstream.open_stream(call, candidates, _json_body(upstream_params))
+    chunks = _relay(call, response, params, wants_usage, guard.StreamGuard(call))
+    return Stream(call, chunks, response)
+
+
+async def _relay(
+    call: Call,
+    response: aiohttp.ClientResponse,
+    params: dict,
+    wants_usage: bool,
+    sanitizer: guard.StreamGuard,
+) -> AsyncIterator[dict]:
+    """The backend's chunks, in order, through the output guardrails.
+
+    Usage is metered from the backend's usage chunk, which reaches the client only if it
+    asked for it. Without one (the client left, the guardrails ended the stream, the
+    backend cut it), the gateway counts the completion tokens delivered (one per chunk
+    that carried text) and estimates the prompt's.
+    """
+    status = 499
+    delivered = 0
+    template: dict = {}
+    try:
+        async for raw_line in response.content:
+            line = raw_line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                break
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(chunk, dict):
+                continue
+            if "error" in chunk:
+                status = 502
+                raise UpstreamFailed("The backend failed mid-stream.")
+            if "model" in chunk:
+                chunk["model"] = call.model
+            usage = chunk.pop("usage", None)
+            if isinstance(usage, dict) and usage:
+                call.usage = usage
+            if not chunk.get("choices"):
+                continue
+            if not template:
+                # id, object, created, model: the same on every chunk; for the tails.
+                template = {k: v for k, v in chunk.items() if k != "choices"}
+            delivered += sum(1 for choice in chunk["choices"] if guard.carries_text(choice))
+            blocked = sanitizer.sanitize(chunk)
+            yield chunk
+            if blocked:
+                # The guardrails ended the stream: stop the backend, count what was sent.
+                call.usage = {}
+                break
+        else:
+            status = 502
+            raise UpstreamFailed("The backend closed the stream early.")
+        for tail in sanitizer.tails(template):
+            yield tail
+        if not call.usage:
+            _count_usage(call, params, completion_tokens=delivered)
+        if wants_usage:
+            yield {**template, "choices": [], "usage": call.usage}
+        status = 200
+    except (aiohttp.ClientError, TimeoutError):
+        status = 502
+        raise UpstreamFailed("The backend stream failed or stalled.") from None
+    finally:
+        response.release()
+        upstream.done(call.target)
+        call.guardrails["output"] = sanitizer.audit()
+        if not call.usage:
+            _count_usage(call, params, completion_tokens=delivered)
+        call.record(status)
+
+
+# Usage ------------------------------------------------------------------------------------
+
+# Where the backend cannot count, a token is taken to be about four characters of text.
+CHARS_PER_TOKEN = 4
+
+
+def _take_usage(call: Call, usage: Any, params: dict, body: dict) -> None:
+    """The backend's usage if it sent any; else the gateway's count of the answer."""
+    if isinstance(usage, dict) and usage:
+        call.usage = usage
+        return
+    texts = "".join(text for choice in body.get("choices") or () for text in _texts(choice))
+    _count_usage(call, params, completion_tokens=_estimate(texts))
+
+
+def _count_usage(call: Call, params: dict, *, completion_tokens: int) -> None:
+    """Usage counted by the gateway: the completion tokens delivered, the prompt estimated
+    from the request's text; marked as the gateway's count in the usage record."""
+    prompt_tokens = _estimate(guard.request_text(call.endpoint.kind, params))
+    call.usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    call.usage_source = "gateway"
+
+
+def _estimate(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def _texts(choice: dict):
+    for _, text in guard.response_texts(choice):
+        yield text
