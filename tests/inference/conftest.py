@@ -185,6 +185,14 @@ def _token(owner: User, scopes, domains=None) -> str:
     )[1]
 
 
+def real_agent_backend(name: str, agent_url: str) -> Backend:
+    """A backend row for the real agent of `agent_url`, holding the credential it accepts."""
+    backend = Backend.objects.create(
+        name=name, base_url=f"{agent_url}/v1", kind="agent", allow_not_confidential=True
+    )
+    return credentials.backend_credential_set(backend=backend, credential=AGENT_CREDENTIAL)
+
+
 def build_stack(gateway: str, agent: str, fake: str) -> Stack:
     alice = User.objects.create_user("e2e-alice@example.com", "pw-alice-123456")
     bob = User.objects.create_user("e2e-bob@example.com", "pw-bob-123456")
@@ -196,10 +204,7 @@ def build_stack(gateway: str, agent: str, fake: str) -> Stack:
     )
     Membership.objects.create(user=bob, domain=alpha, role=reader)
     everything = permissions.ALL
-    agent_backend = Backend.objects.create(
-        name="e2e-agent", base_url=f"{agent}/v1", kind="agent", allow_not_confidential=True
-    )
-    credentials.backend_credential_set(backend=agent_backend, credential=AGENT_CREDENTIAL)
+    agent_backend = real_agent_backend("e2e-agent", agent)
 
     def fake_backend(name: str) -> Backend:
         # One backend row per behaviour, so one fault's circuit breaker spares the others.
