@@ -19,6 +19,9 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt requirements-model
 
 install: $(STAMP)
 
+# Development mode is asked for explicitly: DJANGO_DEBUG is off unless set.
+run test: export DJANGO_DEBUG = true
+
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0

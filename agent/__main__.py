@@ -15,11 +15,12 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         config = AgentConfig.load()
+        app = create_app(config)
     except (ConfigError, OSError) as exc:
         logging.getLogger("agent").error("invalid configuration: %s", exc)
         return 2
     uvicorn.run(
-        create_app(config),
+        app,
         host=config.host,
         port=config.port,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import logging
 import time
 import uuid
@@ -27,7 +28,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import attestation as tee
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ConfigError
+from agent.credentials import (
+    OPEN_PATHS,
+    CredentialError,
+    CredentialStore,
+    ProvisioningRefused,
+    load_public_key,
+)
 from agent.errors import (
     AgentError,
     frames_of,
@@ -42,6 +50,7 @@ from agent.schemas import (
     AttestationRequest,
     ChatCompletionRequest,
     CompletionRequest,
+    CredentialProvisioning,
     EmbeddingRequest,
     parse,
 )
@@ -70,11 +79,29 @@ class ORJSONResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def credential_store_for(config: AgentConfig, tls_key: bytes | None) -> CredentialStore:
+    """The agent's accepted credentials; without any source it could serve nobody."""
+    if config.credentials_file is None and config.platform_key is None:
+        raise ConfigError(
+            "no credential source: set CUBEAI_AGENT_CREDENTIALS_FILE or CUBEAI_AGENT_PLATFORM_KEY "
+            "(every /v1 request needs the platform's credential)"
+        )
+    try:
+        return CredentialStore(
+            path=config.credentials_file,
+            platform_key=load_public_key(config.platform_key) if config.platform_key else None,
+            tls_key=tls_key,
+        )
+    except CredentialError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def create_app(config: AgentConfig) -> Starlette:
     """Build the agent app; models load in its lifespan, once, before it serves."""
     metrics = AgentMetrics()
     provider = tee.select_provider(config.attestation, config.tsm_path)
     tls_key = tee.tls_public_key_der(config.tls_cert)
+    credentials = credential_store_for(config, tls_key)
     metrics.info.info({"attestation": provider.name, "confidential": str(provider.confidential)})
 
     @asynccontextmanager
@@ -277,7 +304,35 @@ def create_app(config: AgentConfig) -> Starlette:
             )
         request.state.model = provider.name
         reply = await asyncio.to_thread(tee.attest, provider, nonce, tls_key)
+        # The platform may provision a credential against this nonce, right after it has
+        # verified this very reply.
+        credentials.remember_nonce(nonce)
         return ORJSONResponse(reply)
+
+    async def provision_credential(request: Request) -> Response:
+        req = parse(CredentialProvisioning, await _json(request))
+        try:
+            signature = base64.b64decode(req.signature, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid_request("'signature' must be base64.", param="signature") from None
+        try:
+            result = await asyncio.to_thread(
+                credentials.provision,
+                credential=req.credential,
+                version=req.version,
+                previous_valid_seconds=req.previous_valid_seconds,
+                nonce=bytes.fromhex(req.nonce),
+                signature=signature,
+            )
+        except ProvisioningRefused as exc:
+            logger.warning("credential provisioning refused: %s", exc.code)
+            raise AgentError(
+                exc.message,
+                status=exc.status,
+                type="permission_error" if exc.status == 403 else "invalid_request_error",
+                code=exc.code,
+            ) from None
+        return ORJSONResponse(result)
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -290,6 +345,7 @@ def create_app(config: AgentConfig) -> Starlette:
         Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
         Route("/v1/audio/translations", translations, methods=["POST"]),
         Route("/attestation", attestation, methods=["POST"]),
+        Route("/credentials", provision_credential, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
@@ -303,6 +359,9 @@ def create_app(config: AgentConfig) -> Starlette:
     app.state.config = config
     app.state.metrics = metrics
     app.state.attestation = provider
+    app.state.credentials = credentials
+    # Added first, so it runs inside _Observe: refusals get a request id and are counted.
+    app.add_middleware(_RequireCredential, credentials=credentials, metrics=metrics)
     app.add_middleware(_Observe, metrics=metrics, paths={r.path for r in routes})
     return app
 
@@ -416,6 +475,56 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.error("unhandled error on %s: %s", request.url.path, frames_of(exc))
     error = server_error("The agent failed to handle the request.")
     return ORJSONResponse(error.envelope(), status_code=error.status)
+
+
+class _RequireCredential:
+    """ASGI middleware: every path but ``OPEN_PATHS`` needs the platform's credential.
+
+    A missing or wrong credential is a 401 in OpenAI's envelope, before any route (or a
+    404 for an unknown one) is reached. The refusal is logged without what was presented.
+    """
+
+    def __init__(self, app: ASGIApp, *, credentials: CredentialStore, metrics: AgentMetrics):
+        self.app = app
+        self.credentials = credentials
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        presented = _bearer(scope)
+        if presented is not None and self.credentials.accepts(presented):
+            await self.app(scope, receive, send)
+            return
+        reason = "no credential" if presented is None else "a wrong credential"
+        client = (scope.get("client") or ("?", 0))[0]
+        logger.warning(
+            "refused %s %s from %s: %s", scope["method"], scope["path"][:100], client, reason
+        )
+        self.metrics.refused.inc()
+        error = AgentError(
+            "Missing or invalid credential: this agent serves only its Cube AI platform.",
+            status=401,
+            type="authentication_error",
+            code="invalid_api_key",
+        )
+        response = ORJSONResponse(
+            error.envelope(),
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="cube-ai-agent"'},
+        )
+        await response(scope, receive, send)
+
+
+def _bearer(scope: Scope) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == b"authorization":
+            scheme, _, credential = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credential.strip():
+                return credential.strip()
+            return None
+    return None
 
 
 class _Observe:

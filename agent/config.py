@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from agent.credentials import CredentialError, load_public_key
+
 ATTESTATION_PROVIDERS = ("auto", "none", "sev-snp", "tdx")
 DEFAULT_TSM_PATH = "/sys/kernel/config/tsm/report"
 UPSTREAM_TASKS = ("chat", "embeddings")
@@ -53,7 +55,13 @@ class AgentConfig:
     upstream_url: str | None = None
     upstream_models: tuple[UpstreamModel, ...] = ()
     upstream_timeout_s: float = 600.0
+    # The key the upstream runtime wants, if any (vLLM's --api-key).
+    upstream_api_key: str | None = None
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "cubeai-agent")
+    # Where the accepted credentials live (see agent/credentials.py), and the platform's
+    # Ed25519 public key (base64) that signs provisioned ones. At least one is needed.
+    credentials_file: Path | None = None
+    platform_key: str | None = None
     chat_parallel: int = 4
     chat_context: int = 8192
     embedding_batch_size: int = 32
@@ -75,6 +83,11 @@ class AgentConfig:
                 )
         if self.upstream_models and not self.upstream_url:
             raise ConfigError("upstream models are configured but no upstream URL")
+        if self.platform_key is not None:
+            try:
+                load_public_key(self.platform_key)
+            except CredentialError as exc:
+                raise ConfigError(str(exc)) from None
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> AgentConfig:
@@ -93,7 +106,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     values: dict[str, Any] = {}
-    for key in ("host", "attestation", "upstream_url"):
+    for key in ("host", "attestation", "upstream_url", "platform_key"):
         if key in data:
             values[key] = str(data[key])
     for key in ("port", "threads", "chat_parallel", "chat_context", "embedding_batch_size"):
@@ -101,7 +114,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             values[key] = int(data[key])
     if "upstream_timeout_s" in data:
         values["upstream_timeout_s"] = float(data["upstream_timeout_s"])
-    for key in ("tls_cert", "tls_key", "tsm_path", "cache_dir"):
+    for key in ("tls_cert", "tls_key", "tsm_path", "cache_dir", "credentials_file"):
         if data.get(key):
             values[key] = Path(data[key])
     if "models" in data:
@@ -141,13 +154,18 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         ("tls_key", "CUBEAI_AGENT_TLS_KEY"),
         ("tsm_path", "CUBEAI_AGENT_TSM_PATH"),
         ("cache_dir", "CUBEAI_AGENT_CACHE_DIR"),
+        ("credentials_file", "CUBEAI_AGENT_CREDENTIALS_FILE"),
     ):
         if env.get(name):
             values[key] = Path(env[name])
     if env.get("CUBEAI_AGENT_ATTESTATION"):
         values["attestation"] = env["CUBEAI_AGENT_ATTESTATION"].strip().lower()
+    if env.get("CUBEAI_AGENT_PLATFORM_KEY"):
+        values["platform_key"] = env["CUBEAI_AGENT_PLATFORM_KEY"].strip()
     if env.get("CUBEAI_AGENT_UPSTREAM_URL"):
         values["upstream_url"] = env["CUBEAI_AGENT_UPSTREAM_URL"]
+    if env.get("CUBEAI_AGENT_UPSTREAM_API_KEY"):
+        values["upstream_api_key"] = env["CUBEAI_AGENT_UPSTREAM_API_KEY"]
     if env.get("CUBEAI_AGENT_UPSTREAM_MODELS"):
         values["upstream_models"] = tuple(
             _parse_upstream_model(item) for item in _split(env["CUBEAI_AGENT_UPSTREAM_MODELS"])

@@ -48,6 +48,11 @@ class AgentMetrics:
             "Requests being handled now.",
             registry=self.registry,
         )
+        self.refused = Counter(
+            "cubeai_agent_refused_requests",
+            "Requests refused for a missing or wrong credential.",
+            registry=self.registry,
+        )
         self.info = Info("cubeai_agent", "Agent build and attestation.", registry=self.registry)
 
     def count_usage(self, model: str, usage: dict | None) -> None:

@@ -157,7 +157,11 @@ def load_runtimes(config: AgentConfig) -> Runtimes:
 def _add_upstream(runtimes: Runtimes, config: AgentConfig) -> None:
     from agent.runtimes.upstream import UpstreamClient, UpstreamRuntime
 
-    client = UpstreamClient(str(config.upstream_url), timeout_s=config.upstream_timeout_s)
+    client = UpstreamClient(
+        str(config.upstream_url),
+        timeout_s=config.upstream_timeout_s,
+        api_key=config.upstream_api_key,
+    )
     runtimes.closers.append(client)
     for model in config.upstream_models:
         if model.id in runtimes.owned_by:

@@ -117,6 +117,17 @@ class AttestationRequest(_Strict):
     nonce: str
 
 
+class CredentialProvisioning(_Strict):
+    """``POST /credentials``: a credential from the platform, with its proof (see
+    ``agent/credentials.py``). The nonce is hex, the signature base64."""
+
+    credential: Annotated[str, Field(min_length=32, max_length=512, pattern=r"^[!-~]+$")]
+    version: Annotated[int, Field(ge=1, lt=2**63)]
+    previous_valid_seconds: Annotated[int, Field(ge=0, le=24 * 3600)]
+    nonce: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    signature: Annotated[str, Field(min_length=1, max_length=200)]
+
+
 def parse(schema: type[Schema], body: Any) -> Schema:
     """Validate ``body``; turn the first problem into an OpenAI-style 400."""
     if not isinstance(body, dict):

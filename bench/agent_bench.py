@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from agent.app import create_app  # noqa: E402
 from agent.config import AgentConfig  # noqa: E402
+from agent.credentials import Entry, digest, write_file  # noqa: E402
 
 CHAT = "smollm2-135m-instruct"
 RESULTS = REPO / "bench" / "results" / "agent.json"
@@ -159,9 +161,14 @@ def bench_audio(client: TestClient) -> dict:
 
 def main() -> None:
     threads = int(os.environ.get("CUBEAI_AGENT_THREADS", "2"))
-    config = AgentConfig(attestation="none", threads=threads)
+    # The agent serves only callers with its credential; this run makes one of its own.
+    credential = secrets.token_urlsafe(32)
+    state = Path(tempfile.mkdtemp(prefix="agent-bench-")) / "credentials.json"
+    write_file(state, [Entry(digest(credential), 1)])
+    config = AgentConfig(attestation="none", threads=threads, credentials_file=state)
     started = time.perf_counter()
-    with TestClient(create_app(config)) as client:
+    headers = {"Authorization": f"Bearer {credential}"}
+    with TestClient(create_app(config), headers=headers) as client:
         start_s = time.perf_counter() - started
         results = {
             "recorded_at": datetime.now(UTC).isoformat(),

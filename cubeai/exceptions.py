@@ -11,6 +11,8 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        # Response headers the error carries (`Retry-After` on a 429).
+        self.headers: dict[str, str] = {}
 
 
 class NotFound(DomainError):

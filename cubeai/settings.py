@@ -6,6 +6,7 @@ the in-process Channels layer and a filesystem Celery broker, so a checkout runs
 `settings.X`, never `os.environ`.
 """
 
+import base64
 import os
 import sys
 from pathlib import Path
@@ -74,12 +75,17 @@ def redis_from_url(url: str) -> str:
     return url
 
 
-DEBUG = envbool("DJANGO_DEBUG", "true")
+# Off unless asked for: a node that forgets the variable must not serve debug pages (which
+# list every URL pattern). `make run` and the test suite turn it on explicitly.
+DEBUG = envbool("DJANGO_DEBUG", "false")
 SECRET_KEY = envsecret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         sys.exit("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DEBUG is off.")
     SECRET_KEY = "cubeai-development-only-secret-key-never-use-in-production"  # noqa: S105
+
+# Old secret keys, still accepted for signatures and for decrypting backend credentials.
+SECRET_KEY_FALLBACKS = envlist("DJANGO_SECRET_KEY_FALLBACKS")
 
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
@@ -313,6 +319,10 @@ CUBEAI_TOKEN_MAX_DAYS = envint("CUBEAI_TOKEN_MAX_DAYS", "365")
 # Verified tokens are cached this long; a revocation deletes the entry at once where the cache
 # is shared (Redis), and this bounds how long another replica can still accept the token.
 CUBEAI_TOKEN_CACHE_SECONDS = envint("CUBEAI_TOKEN_CACHE_SECONDS", "1")
+# Key ids that name no live token are remembered this long, so guessing costs no queries.
+CUBEAI_TOKEN_NEGATIVE_CACHE_SECONDS = envint("CUBEAI_TOKEN_NEGATIVE_CACHE_SECONDS", "300")
+# Failed authentications allowed per client address and minute before it gets 429s.
+CUBEAI_AUTH_FAILURES_PER_MINUTE = envint("CUBEAI_AUTH_FAILURES_PER_MINUTE", "30")
 CUBEAI_TOKEN_LAST_USED_INTERVAL = 60
 CUBEAI_TOKEN_EXPIRY_WARNING_DAYS = 7
 
@@ -357,6 +367,19 @@ CUBEAI_ATTESTATION_COLLATERAL_CACHE_DIR = os.environ.get(
 # AMD's CRLs (`<product>.crl`, `<product>-vlek.crl`, from kdsintf.amd.com), refreshed by the
 # operator; checked when present, required by a policy's `require_crl`, never fetched.
 CUBEAI_ATTESTATION_AMD_CRL_DIR = os.environ.get("CUBEAI_ATTESTATION_AMD_CRL_DIR", "")
+# The Ed25519 seed (base64, 32 bytes) that signs credentials provisioned to agents; derived
+# from the secret key when unset. Agents trust its public key (manage.py agent_provisioning_key).
+CUBEAI_AGENT_PROVISIONING_KEY = envsecret("CUBEAI_AGENT_PROVISIONING_KEY")
+# How long an agent still accepts its old credential after a rotation: longer than every
+# replica takes to pick up the new one (CUBEAI_ROUTING_REFRESH_SECONDS).
+CUBEAI_BACKEND_CREDENTIAL_GRACE_SECONDS = envint("CUBEAI_BACKEND_CREDENTIAL_GRACE_SECONDS", "300")
+if CUBEAI_AGENT_PROVISIONING_KEY:
+    try:
+        _seed = base64.b64decode(CUBEAI_AGENT_PROVISIONING_KEY, validate=True)
+    except ValueError:
+        _seed = b""
+    if len(_seed) != 32:
+        sys.exit("CUBEAI_AGENT_PROVISIONING_KEY must be base64 of 32 random bytes.")
 CELERY_BEAT_SCHEDULE["attest-backends"] = {
     "task": "inference.tasks.attest_backends",
     "schedule": CUBEAI_ATTESTATION_PERIOD_SECONDS,
@@ -368,4 +391,34 @@ CUBEAI_HEALTH_TIMEOUT_SECONDS = float(os.environ.get("CUBEAI_HEALTH_TIMEOUT_SECO
 CELERY_BEAT_SCHEDULE["backends-check-health"] = {
     "task": "inference.tasks.backends_check_health",
     "schedule": CUBEAI_HEALTH_PERIOD_SECONDS,
+}
+
+# Retention: a periodic job deletes what is older than this many days, in batches of
+# primary keys so no table is locked for long (cubeai/lib/batches.py).
+CUBEAI_RETENTION_USAGE_DAYS = envint("CUBEAI_RETENTION_USAGE_DAYS", "90")
+CUBEAI_RETENTION_ATTESTATION_DAYS = envint("CUBEAI_RETENTION_ATTESTATION_DAYS", "30")
+CUBEAI_RETENTION_INVITATION_DAYS = envint("CUBEAI_RETENTION_INVITATION_DAYS", "30")
+CUBEAI_RETENTION_BATCH_SIZE = envint("CUBEAI_RETENTION_BATCH_SIZE", "5000")
+CUBEAI_RETENTION_PERIOD_SECONDS = envint("CUBEAI_RETENTION_PERIOD_SECONDS", "3600")
+if (
+    min(
+        CUBEAI_RETENTION_USAGE_DAYS,
+        CUBEAI_RETENTION_ATTESTATION_DAYS,
+        CUBEAI_RETENTION_INVITATION_DAYS,
+        CUBEAI_RETENTION_BATCH_SIZE,
+    )
+    < 1
+):
+    sys.exit("CUBEAI_RETENTION_* days and the batch size must be at least 1.")
+CELERY_BEAT_SCHEDULE["usage-events-purge"] = {
+    "task": "inference.tasks.usage_events_purge",
+    "schedule": CUBEAI_RETENTION_PERIOD_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["attestation-records-purge"] = {
+    "task": "inference.tasks.attestation_records_purge",
+    "schedule": CUBEAI_RETENTION_PERIOD_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["invitations-purge"] = {
+    "task": "domains.tasks.invitations_purge",
+    "schedule": CUBEAI_RETENTION_PERIOD_SECONDS,
 }

@@ -30,7 +30,7 @@ def exception_handler(exc, context):
             body = {exc.param: [exc.message], "detail": exc.message, "code": exc.code}
         else:
             body = {"detail": exc.message, "code": exc.code}
-        return Response(body, status=exc.status)
+        return Response(body, status=exc.status, headers=exc.headers or None)
     return drf_exception_handler(exc, context)
 
 

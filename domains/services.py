@@ -15,10 +15,12 @@ from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
 from cubeai.exceptions import Conflict, DomainError, NotFound, PermissionDenied
+from cubeai.lib.batches import delete_in_batches
 from domains import permissions
 from domains.models import AuditEvent, Domain, Invitation, Membership, Role, User
 from domains.selectors import Actor, is_admin_role
@@ -592,3 +594,13 @@ def invitation_decline(*, user: User, invitation: Invitation) -> Invitation:
     invitation.save(update_fields=["status", "responded_at"])
     audit_record(None, invitation.domain, "invitation.decline", user.email, user=user)
     return invitation
+
+
+def invitations_purge(*, older_than_days: int, batch_size: int) -> int:
+    """Delete invitations closed (answered, revoked or expired) longer ago than the retention
+    period, in batches; an open invitation is never touched. Returns how many."""
+    cutoff = timezone.now() - datetime.timedelta(days=older_than_days)
+    closed = Q(expires_at__lt=cutoff) | (
+        Q(responded_at__lt=cutoff) & ~Q(status=Invitation.Status.PENDING)
+    )
+    return delete_in_batches(Invitation.objects.filter(closed), batch_size=batch_size)

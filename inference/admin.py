@@ -8,10 +8,13 @@ management API), which becomes the active one.
 import json
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from cubeai.exceptions import DomainError
 from inference import attestation as att
+from inference import credentials
 from inference.attestation import challenge
 from inference.attestation import services as attestation_services
 from inference.models import (
@@ -24,8 +27,48 @@ from inference.models import (
 )
 
 
+class BackendForm(forms.ModelForm):
+    """The backend, and a credential to store (encrypted; never shown again)."""
+
+    new_credential = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        label="Set credential",
+        help_text=(
+            "The credential the platform sends this backend, stored encrypted; it replaces "
+            "the variable below. Leave empty to keep the current one."
+        ),
+    )
+
+    class Meta:
+        model = Backend
+        fields = [
+            "name", "base_url", "kind", "tee_type", "allow_not_confidential", "enabled",
+            "provision_credential", "api_key_env",
+        ]  # fmt: skip
+
+    def clean(self):
+        data = super().clean()
+        problem = (
+            credentials.credential_problem(data["new_credential"])
+            if data.get("new_credential")
+            else None
+        )
+        if problem:
+            self.add_error("new_credential", problem)
+        elif data.get("new_credential") and data.get("provision_credential"):
+            self.add_error(
+                "new_credential", "A provisioned agent's credential is generated: rotate it."
+            )
+        elif data.get("new_credential") and data.get("api_key_env"):
+            self.add_error("api_key_env", "Either a stored credential or a variable, not both.")
+        return data
+
+
 @admin.register(Backend)
 class BackendAdmin(admin.ModelAdmin):
+    form = BackendForm
     list_display = [
         "name",
         "kind",
@@ -47,10 +90,52 @@ class BackendAdmin(admin.ModelAdmin):
         "attestation_expires_at",
         "attestation_error",
         "pinned_key_sha256",
+        "credential_state",
         "created_at",
         "updated_at",
     ]
-    actions = ["attest_now"]
+    actions = ["attest_now", "rotate_credential"]
+
+    @admin.display(description="credential")
+    def credential_state(self, obj):
+        if obj.credential:
+            when = (
+                f", rotated {obj.credential_rotated_at:%Y-%m-%d %H:%M}"
+                if obj.credential_rotated_at
+                else ""
+            )
+            return f"stored (version {obj.credential_version}{when})"
+        if obj.api_key_env:
+            return f"read from ${obj.api_key_env}"
+        return "none"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("new_credential"):
+            credentials.backend_credential_set(
+                backend=obj, credential=form.cleaned_data["new_credential"]
+            )
+        elif obj.provision_credential and not obj.credential:
+            credentials.backend_credential_set(
+                backend=obj, credential=credentials.credential_generate()
+            )
+
+    @admin.action(description="Rotate the credential (the old one ends after the grace period)")
+    def rotate_credential(self, request, queryset):
+        grace = settings.CUBEAI_BACKEND_CREDENTIAL_GRACE_SECONDS
+        for backend in queryset:
+            try:
+                credentials.backend_credential_rotate(backend=backend, grace_seconds=grace)
+            except DomainError as exc:
+                self.message_user(
+                    request, f"{backend}: not rotated — {exc.message}", messages.ERROR
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"{backend}: new credential in force; the old one ends in {grace} s.",
+                    messages.SUCCESS,
+                )
 
     @admin.action(description="Attest now (run the challenge)")
     def attest_now(self, request, queryset):

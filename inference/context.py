@@ -39,7 +39,7 @@ class Caller:
 
 def resolve(raw_token: str, domain_id: str, client_ip: str | None) -> Caller:
     """Authenticate and authorize synchronously (runs off the event loop on a cache miss)."""
-    principal = token_services.token_authenticate(raw_token)
+    principal = token_services.token_authenticate(raw_token, client_ip=client_ip)
     membership = membership_for(
         user_id=principal.owner_id, domain_id=domain_id, principal=principal
     )

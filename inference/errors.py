@@ -56,7 +56,9 @@ class InferenceError(DomainError):
         """A service's error (not found, permission denied...) as an inference error."""
         if isinstance(exc, InferenceError):
             return exc
-        return cls(exc.message, status=exc.status, param=exc.param, code=exc.code)
+        return cls(
+            exc.message, status=exc.status, param=exc.param, code=exc.code, headers=exc.headers
+        )
 
 
 class InvalidParameter(InferenceError):

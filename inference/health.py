@@ -1,6 +1,7 @@
 """The background health check of backends, run by Celery beat off the request path.
 
-Each enabled backend's `GET <base_url>/models` must answer (below 500) within the timeout. The result
+Each enabled backend must answer (below 500) within the timeout: an agent its open
+`GET /health`, any other backend `GET <base_url>/models`. The result
 is written to the Backend row; every web process's routing snapshot picks it up within
 `CUBEAI_ROUTING_REFRESH_SECONDS`, taking a dead backend out of routing and putting it back
 once it answers again. (Each process's circuit breaker reacts faster, to its own failures.)
@@ -18,6 +19,15 @@ from inference.models import Backend
 log = logging.getLogger(__name__)
 
 
+def probe_url(backend: Backend) -> str:
+    """An agent's bare health probe needs no credential (its /v1 refuses and logs a call
+    without one); other servers are asked for their model list."""
+    base = backend.base_url.rstrip("/")
+    if backend.kind == Backend.Kind.AGENT:
+        return f"{base.removesuffix('/v1')}/health"
+    return f"{base}/models"
+
+
 def _probe(backend: Backend) -> str:
     """'' when the backend answers HTTP below 500, else a short reason (never a body).
 
@@ -26,7 +36,7 @@ def _probe(backend: Backend) -> str:
     """
     try:
         response = httpx.get(
-            f"{backend.base_url.rstrip('/')}/models",
+            probe_url(backend),
             timeout=settings.CUBEAI_HEALTH_TIMEOUT_SECONDS,
             verify=False,  # noqa: S501 -- see the docstring: nothing secret is sent.
         )

@@ -10,6 +10,7 @@ by all replicas through Redis when it is configured.
 import asyncio
 import re
 import time
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -106,14 +107,20 @@ class RateLimiter:
 
     def __init__(self) -> None:
         self._local: dict[str, tuple[int, int]] = {}
-        self._redis = None
+        # One client per event loop: an asyncio client belongs to the loop that made it, and
+        # a Celery task or a test runs a loop of its own.
+        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
 
     def _client(self):
-        if self._redis is None:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
             import redis.asyncio
 
-            self._redis = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-        return self._redis
+            for old in [old for old in self._clients if old.is_closed()]:
+                del self._clients[old]
+            client = self._clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL)
+        return client
 
     async def _count(self, keys: list[str], window: int) -> list[int]:
         if settings.REDIS_URL:

@@ -8,10 +8,13 @@ flush scheduled on the event loop writes the buffer with one bulk insert every
 import asyncio
 import contextvars
 import logging
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
+
+from cubeai.lib.batches import delete_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +64,13 @@ def write(batch: list[dict]) -> None:
 async def flush() -> None:
     """Write everything buffered so far."""
     await sync_to_async(write, thread_sensitive=True)(drain())
+
+
+def usage_events_purge(*, older_than_days: int, batch_size: int) -> int:
+    """Delete usage events older than the retention period, in batches; returns how many."""
+    from inference.models import UsageEvent
+
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    return delete_in_batches(
+        UsageEvent.objects.filter(created_at__lt=cutoff), batch_size=batch_size
+    )

@@ -14,6 +14,10 @@ slug_validator = RegexValidator(
 )
 
 
+# The only variables a backend's credential may be read from (inference/credentials.py).
+API_KEY_ENV_PATTERN = r"^CUBEAI_BACKEND_KEY_[A-Z0-9_]+$"
+
+
 class Backend(models.Model):
     """An OpenAI-compatible server (usually an agent inside a TEE) that serves models."""
 
@@ -37,11 +41,27 @@ class Backend(models.Model):
     name = models.CharField(max_length=100, unique=True, validators=[slug_validator])
     base_url = models.URLField(max_length=500, help_text="Up to and including /v1.")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.AGENT)
-    # Credentials are never stored: the backend's API key is read from this variable.
+    # The backend's credential, sent as `Authorization: Bearer`: read from a variable named
+    # CUBEAI_BACKEND_KEY_* (never any other, so no platform secret can be pointed at), or
+    # stored encrypted in `credential` (see inference/credentials.py).
     api_key_env = models.CharField(
         max_length=100,
         blank=True,
-        validators=[RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "An environment variable name.")],
+        validators=[
+            RegexValidator(
+                API_KEY_ENV_PATTERN,
+                "The name of an environment variable starting with CUBEAI_BACKEND_KEY_.",
+            )
+        ],
+    )
+    credential = models.TextField(blank=True, editable=False)
+    credential_version = models.PositiveBigIntegerField(default=0, editable=False)
+    credential_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # An agent whose credential the platform generates and sends it after each passed
+    # attestation challenge (agent/README.md).
+    provision_credential = models.BooleanField(
+        default=False,
+        help_text="Generate this agent's credential and send it to the agent after attestation.",
     )
     tee_type = models.CharField(max_length=10, choices=TeeType.choices, default=TeeType.NONE)
     # Only an explicit operator choice lets a backend without a TEE serve traffic.
@@ -68,10 +88,15 @@ class Backend(models.Model):
         return self.name
 
     def clean(self) -> None:
+        errors = {}
         if self.tee_type == self.TeeType.NONE and not self.allow_not_confidential and self.enabled:
-            raise ValidationError(
-                {"allow_not_confidential": "A backend without a TEE must be marked as allowed."}
-            )
+            errors["allow_not_confidential"] = "A backend without a TEE must be marked as allowed."
+        if self.provision_credential and self.kind != self.Kind.AGENT:
+            errors["provision_credential"] = "Only an agent takes a provisioned credential."
+        if self.provision_credential and self.api_key_env:
+            errors["api_key_env"] = "A provisioned agent's credential is generated, not read."
+        if errors:
+            raise ValidationError(errors)
 
 
 class Model(models.Model):

@@ -9,7 +9,6 @@ and attestation) combined with this process's circuit breaker, which reacts at o
 import asyncio
 import itertools
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from inference.access import may_use, rules_by_domain
+from inference.credentials import backend_credential
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def load_snapshot() -> Snapshot:
             name=backend.name,
             base_url=backend.base_url.rstrip("/"),
             kind=backend.kind,
-            api_key=os.environ.get(backend.api_key_env, "") if backend.api_key_env else "",
+            api_key=backend_credential(backend),
             tee_type=backend.tee_type,
             attestation=attestation,
             pinned_key_sha256=backend.pinned_key_sha256,

@@ -10,7 +10,9 @@ left alone. Shape (see the README):
         kind: agent            # agent | vllm | ollama | openai
         tee_type: none         # none | sev-snp | tdx
         allow_not_confidential: true
-        api_key_env: ""        # the backend's API key is read from this variable
+        provision_credential: true   # the platform generates the agent's credential and
+                                     # sends it to the agent after each passed attestation
+        api_key_env: ""        # or: read the credential from CUBEAI_BACKEND_KEY_<NAME>
     models:
       - name: smollm2-135m-instruct
         tasks: [chat, completion]
@@ -28,10 +30,11 @@ from typing import Annotated, Literal
 import yaml
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 from pydantic import ValidationError as SchemaError
 
 from domains.models import Domain
+from inference import credentials
 from inference.models import Backend, Deployment, Model, ModelAccess
 
 
@@ -45,8 +48,18 @@ class BackendSpec(_Strict):
     kind: Literal["agent", "vllm", "ollama", "openai"] = "agent"
     tee_type: Literal["none", "sev-snp", "tdx"] = "none"
     allow_not_confidential: bool = False
-    api_key_env: Annotated[str, Field(pattern=r"^([A-Z_][A-Z0-9_]*)?$")] = ""
+    provision_credential: bool = False
+    api_key_env: str = ""
     enabled: bool = True
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_prefix(cls, value: str) -> str:
+        if value and not credentials.env_name_allowed(value):
+            raise ValueError(
+                f"must be empty or a variable name starting with {credentials.ENV_PREFIX}"
+            )
+        return value
 
 
 class DeploymentSpec(_Strict):
@@ -156,9 +169,13 @@ def apply(spec: RegistryFile, *, dry_run: bool = False) -> list[str]:
         for b in spec.backends:
             values = b.model_dump(exclude={"name"})
             values["base_url"] = str(b.base_url).rstrip("/")
-            backends[b.name] = _sync(
-                Backend, {"name": b.name}, values, changes, f"backend {b.name}"
-            )
+            backend = _sync(Backend, {"name": b.name}, values, changes, f"backend {b.name}")
+            if backend.provision_credential and not backend.credential:
+                credentials.backend_credential_set(
+                    backend=backend, credential=credentials.credential_generate()
+                )
+                changes.append(f"generate the credential of backend {b.name}")
+            backends[b.name] = backend
         for m in spec.models:
             values = m.model_dump(exclude={"name", "deployments", "domains"})
             model = _sync(Model, {"name": m.name}, values, changes, f"model {m.name}")

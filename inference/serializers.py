@@ -51,12 +51,15 @@ class BackendSerializer(FullCleanMixin, serializers.ModelSerializer):
     class Meta:
         model = Backend
         fields = [
-            "id", "name", "base_url", "kind", "api_key_env", "tee_type",
+            "id", "name", "base_url", "kind", "api_key_env", "provision_credential",
+            "credential_version", "credential_rotated_at", "tee_type",
             "allow_not_confidential", "enabled", "healthy", "health_checked_at",
             "health_error", "attestation_status", "attested_at", "attestation_expires_at",
             "attestation_error", "pinned_key_sha256", "created_at", "updated_at",
         ]  # fmt: skip
+        # The credential itself is never shown; its version says when it changed.
         read_only_fields = [
+            "credential_version", "credential_rotated_at",
             "healthy", "health_checked_at", "health_error", "attestation_status",
             "attested_at", "attestation_expires_at", "attestation_error",
             "pinned_key_sha256", "created_at", "updated_at",

@@ -1,9 +1,12 @@
-"""Periodic and on-demand attestation of backends, run by Celery (beat for the periodic one)."""
+"""Periodic and on-demand attestation of backends, health checks and retention, run by
+Celery (beat for the periodic ones)."""
 
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
+from inference import metering
 from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.models import AttestationRecord, Backend
@@ -45,3 +48,21 @@ def backends_check_health() -> dict[str, bool]:
     from inference import health
 
     return health.backends_check_health()
+
+
+@shared_task
+def usage_events_purge() -> int:
+    """Delete usage events older than `CUBEAI_RETENTION_USAGE_DAYS`."""
+    return metering.usage_events_purge(
+        older_than_days=settings.CUBEAI_RETENTION_USAGE_DAYS,
+        batch_size=settings.CUBEAI_RETENTION_BATCH_SIZE,
+    )
+
+
+@shared_task
+def attestation_records_purge() -> int:
+    """Delete attestation records older than `CUBEAI_RETENTION_ATTESTATION_DAYS`."""
+    return attestation_services.attestation_records_purge(
+        older_than_days=settings.CUBEAI_RETENTION_ATTESTATION_DAYS,
+        batch_size=settings.CUBEAI_RETENTION_BATCH_SIZE,
+    )

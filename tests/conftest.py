@@ -13,6 +13,9 @@ from domains.models import Domain, Membership, User
 
 PASSWORD = "correct-horse-battery-staple"
 
+# Nothing secret in any log of the session: see tests/leaks.py.
+pytest_plugins = ["tests.leaks"]
+
 
 @pytest.fixture(autouse=True)
 def _sqlite_writers_wait_their_turn(request):

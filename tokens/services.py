@@ -13,7 +13,7 @@ from django.utils import timezone
 from cubeai.exceptions import AuthenticationFailed, Conflict, DomainError
 from domains import permissions
 from domains.models import Domain, Membership, User
-from tokens import keys
+from tokens import keys, throttle
 from tokens.models import Token
 
 DEMO_TOKEN_NAME = "Demo token"  # noqa: S105 -- a display name.
@@ -152,6 +152,9 @@ def token_issue(
     )
     if domains is not None:
         token.domains.set(domains)
+    # A key id probed before it existed would still be cached as unknown; forget it.
+    _forget(token)
+    transaction.on_commit(lambda: _forget(token))
     return token, plaintext
 
 
@@ -261,20 +264,37 @@ def _load(key_id: str) -> dict | None:
             "domain_id", flat=True
         )
     ]
-    record = {}
-    if row is not None:
-        record = {**row, "scopes": list(row["scopes"]), "domain_ids": domain_ids}
-    # Unknown key ids are cached too (as {}), so junk cannot hammer the database.
+    if row is None:
+        # Unknown (or revoked) key ids are cached as {} for longer than live records: a
+        # key id is random, so none of them will exist later (`token_issue` forgets the
+        # entry of its own anyway), and a token that passes the checksum but names no key
+        # must not cost database queries again and again.
+        cache.set(key, {}, settings.CUBEAI_TOKEN_NEGATIVE_CACHE_SECONDS)
+        return None
+    record = {**row, "scopes": list(row["scopes"]), "domain_ids": domain_ids}
     cache.set(key, record, settings.CUBEAI_TOKEN_CACHE_SECONDS)
-    return record or None
+    return record
 
 
 # Unknown key ids are compared against this, so they cost the same HMAC as a wrong secret.
 _DUMMY_DIGEST = "0" * 64
 
 
-def token_authenticate(raw: str) -> Principal:
-    """Verify a Bearer token string; the same error for every kind of failure."""
+def token_authenticate(raw: str, *, client_ip: str | None = None) -> Principal:
+    """Verify a Bearer token string; the same error for every kind of failure.
+
+    With the client's address, failures are counted and an address over its limit is
+    refused (`throttle.TooManyFailures`) before anything is looked up.
+    """
+    throttle.auth_failures_check(address=client_ip)
+    try:
+        return _verify(raw)
+    except AuthenticationFailed:
+        throttle.auth_failure_record(address=client_ip)
+        raise
+
+
+def _verify(raw: str) -> Principal:
     parsed = keys.parse(raw)
     if parsed is None:
         raise AuthenticationFailed()

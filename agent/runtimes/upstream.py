@@ -24,8 +24,9 @@ _PATHS = {"chat": "/chat/completions", "completions": "/completions"}
 class UpstreamClient:
     """One pooled HTTP session to the upstream runtime, shared by its models."""
 
-    def __init__(self, base_url: str, *, timeout_s: float) -> None:
+    def __init__(self, base_url: str, *, timeout_s: float, api_key: str | None = None) -> None:
         base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # Accept both "http://host:8000" and "http://host:8000/v1", as OpenAI clients do.
         self.base_url = base if base.endswith("/v1") else f"{base}/v1"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=10)
@@ -38,6 +39,7 @@ class UpstreamClient:
             if self._session is None or self._session.closed:
                 self._session = aiohttp.ClientSession(
                     timeout=self._timeout,
+                    headers=self._headers,
                     json_serialize=lambda obj: orjson.dumps(obj).decode(),
                 )
             return self._session

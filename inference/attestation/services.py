@@ -15,8 +15,11 @@ from django.db.models import Max
 from django.utils import timezone
 from pydantic import ValidationError
 
+from cubeai.exceptions import DomainError
+from cubeai.lib.batches import delete_in_batches
 from domains.services import Invalid
 from inference import attestation as att
+from inference import credentials
 from inference.attestation.challenge import NONCE_BYTES, Challenge, run_challenge, tee_of
 from inference.attestation.selectors import policy_active
 from inference.models import AttestationPolicy, AttestationRecord, Backend
@@ -77,9 +80,12 @@ def attestation_policy_set(
     return row
 
 
-def backend_attest(*, backend: Backend, trigger: str) -> AttestationRecord:
+def backend_attest(*, backend: Backend, trigger: str, deliver: bool = True) -> AttestationRecord:
     """Challenge the backend with a fresh nonce, record the outcome, and update its status
-    and pinned key, which the routing snapshot of every gateway process picks up."""
+    and pinned key, which the routing snapshot of every gateway process picks up.
+
+    A provisioned agent that passed is then sent its credential, bound to this challenge
+    (`deliver=False` leaves that to the caller, which sends a new one)."""
     now = timezone.now()
     challenge = run_challenge(
         backend=backend,
@@ -127,6 +133,12 @@ def backend_attest(*, backend: Backend, trigger: str) -> AttestationRecord:
         )
     for name, value in changes.items():
         setattr(backend, name, value)
+    if deliver and challenge.ok and current.provision_credential:
+        try:
+            credentials.backend_credential_deliver_stored(backend=current, record=record)
+        except DomainError as exc:
+            # Routing is left as attested; the next period's challenge delivers it again.
+            log.warning("the credential of %s was not delivered: %s", backend.name, exc.message)
     return record
 
 
@@ -195,3 +207,20 @@ def reattest_later(
             log.exception("could not queue the attestation of %s", backend.name)
 
     transaction.on_commit(send)
+
+
+def attestation_records_purge(*, older_than_days: int, batch_size: int) -> int:
+    """Delete challenge records older than the retention period, in batches, except each
+    backend's latest record and latest platform challenge (what members are shown)."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    keep: set[int] = set()
+    for backend_id in Backend.objects.values_list("pk", flat=True):
+        records = AttestationRecord.objects.filter(backend_id=backend_id).order_by("-at", "-pk")
+        keep.update(records.values_list("pk", flat=True)[:1])
+        keep.update(
+            records.exclude(trigger=AttestationRecord.Trigger.CLIENT).values_list("pk", flat=True)[
+                :1
+            ]
+        )
+    old = AttestationRecord.objects.filter(at__lt=cutoff).exclude(pk__in=keep)
+    return delete_in_batches(old, batch_size=batch_size)

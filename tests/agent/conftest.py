@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from agent.app import create_app
 from agent.config import AgentConfig
+from tests.agent.credentials import AUTH, credentials_file
 
 REPO = Path(__file__).resolve().parents[2]
 ESPEAK = Path("/usr/bin/espeak-ng")
@@ -32,12 +33,18 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def agent(cache_dir: Path) -> Iterator[TestClient]:
-    """The agent with all four built-in models, loaded once for the whole session."""
+def agent(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The agent with all four built-in models, loaded once for the whole session; the
+    client presents the platform's credential."""
     # One thread per runtime: CI boxes have two cores shared with other suites, and llama.cpp's
     # thread barriers degrade badly (seconds per request) when its threads are descheduled.
-    config = AgentConfig(attestation="none", cache_dir=cache_dir, threads=1)
-    with TestClient(create_app(config)) as client:
+    config = AgentConfig(
+        attestation="none",
+        cache_dir=cache_dir,
+        threads=1,
+        credentials_file=credentials_file(tmp_path_factory.mktemp("agent-state")),
+    )
+    with TestClient(create_app(config), headers=AUTH) as client:
         yield client
 
 
@@ -69,31 +76,35 @@ def free_port() -> int:
 
 
 class AgentProcess:
-    """``python -m agent`` running as a real subprocess on a free port."""
+    """``python -m agent`` running as a real subprocess on a free port, accepting the test
+    credential unless ``env`` says otherwise; its output goes to ``workdir/agent.log``."""
 
-    def __init__(self, env: dict[str, str], *, scheme: str = "http") -> None:
+    def __init__(self, env: dict[str, str], *, workdir: Path, scheme: str = "http") -> None:
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.log_path = workdir / "agent.log"
         full_env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
             "CUBEAI_AGENT_HOST": "127.0.0.1",
             "CUBEAI_AGENT_PORT": str(self.port),
+            "CUBEAI_AGENT_CREDENTIALS_FILE": str(credentials_file(workdir)),
             **env,
         }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent"],
-            cwd=REPO,
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "agent"],
+                cwd=REPO,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def wait_ready(self, timeout: float = 60.0, **client_options: object) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode() if self.process.stdout else ""
+                output = self.log_path.read_text()
                 raise AssertionError(f"agent exited with {self.process.returncode}:\n{output}")
             try:
                 response = httpx.get(f"{self.url}/health", timeout=1.0, **client_options)
@@ -105,17 +116,20 @@ class AgentProcess:
         raise AssertionError("agent did not become ready in time")
 
     def stop(self) -> str:
+        """Stop the agent; returns everything it logged."""
         self.process.terminate()
         try:
-            output, _ = self.process.communicate(timeout=15)
+            self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            output, _ = self.process.communicate()
-        return output.decode() if output else ""
+            self.process.wait()
+        return self.log_path.read_text()
 
 
 @pytest.fixture(scope="session")
-def agent_process(cache_dir: Path) -> Iterator[AgentProcess]:
+def agent_process(
+    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AgentProcess]:
     """A real agent process serving the chat and embedding models (also the relay's upstream)."""
     if shutil.which(sys.executable) is None:
         pytest.skip("no Python interpreter to start the agent with")
@@ -125,7 +139,8 @@ def agent_process(cache_dir: Path) -> Iterator[AgentProcess]:
             "CUBEAI_AGENT_ATTESTATION": "none",
             "CUBEAI_AGENT_CACHE_DIR": str(cache_dir),
             "CUBEAI_AGENT_THREADS": "1",
-        }
+        },
+        workdir=tmp_path_factory.mktemp("agent-process"),
     )
     try:
         process.wait_ready()

@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from agent.app import create_app
 from agent.attestation import ConfigfsTsm, NoAttestation, select_provider
 from agent.config import AgentConfig
+from tests.agent.credentials import credentials_file
 from tests.agent.fakes import SNP_REPORT_DATA_OFFSET, TDX_REPORT_DATA_OFFSET, FakeConfigfsTsm
 
 
@@ -67,9 +68,20 @@ def attestation_client(config: AgentConfig) -> Iterator[TestClient]:
         yield client
 
 
+def state(directory: Path) -> Path:
+    """A credentials file of its own in `directory` (every agent needs one)."""
+    (directory / "state").mkdir(exist_ok=True)
+    return credentials_file(directory / "state")
+
+
 @pytest.fixture
 def no_tee(tmp_path: Path) -> Iterator[TestClient]:
-    config = AgentConfig(models=(), attestation="auto", tsm_path=tmp_path / "no-tsm")
+    config = AgentConfig(
+        models=(),
+        attestation="auto",
+        tsm_path=tmp_path / "no-tsm",
+        credentials_file=state(tmp_path),
+    )
     yield from attestation_client(config)
 
 
@@ -112,7 +124,13 @@ def test_it_rejects_a_missing_nonce(no_tee: TestClient) -> None:
 
 def test_it_binds_the_tls_public_key_into_the_report_data(tmp_path: Path) -> None:
     cert, key = make_tls_pair(tmp_path)
-    config = AgentConfig(models=(), attestation="none", tls_cert=cert, tls_key=key)
+    config = AgentConfig(
+        models=(),
+        attestation="none",
+        tls_cert=cert,
+        tls_key=key,
+        credentials_file=state(tmp_path),
+    )
     nonce = secrets.token_bytes(32)
     for client in attestation_client(config):
         body = client.post("/attestation", json={"nonce": nonce.hex()}).json()
@@ -132,7 +150,14 @@ def test_it_reads_evidence_through_configfs_tsm(
     fake = FakeConfigfsTsm(base, tee, monkeypatch)
     cert, key = make_tls_pair(tmp_path)
     # "auto" must find the TEE by itself from the provider attribute.
-    config = AgentConfig(models=(), attestation="auto", tsm_path=base, tls_cert=cert, tls_key=key)
+    config = AgentConfig(
+        models=(),
+        attestation="auto",
+        tsm_path=base,
+        tls_cert=cert,
+        tls_key=key,
+        credentials_file=state(tmp_path),
+    )
     nonce = secrets.token_bytes(32)
     for client in attestation_client(config):
         body = client.post("/attestation", json={"nonce": nonce.hex()}).json()
@@ -158,7 +183,12 @@ def test_it_selects_the_provider_by_config(tmp_path: Path) -> None:
 
 
 def test_a_forced_tee_without_configfs_answers_503_not_fake_evidence(tmp_path: Path) -> None:
-    config = AgentConfig(models=(), attestation="sev-snp", tsm_path=tmp_path / "missing")
+    config = AgentConfig(
+        models=(),
+        attestation="sev-snp",
+        tsm_path=tmp_path / "missing",
+        credentials_file=state(tmp_path),
+    )
     for client in attestation_client(config):
         response = client.post("/attestation", json={"nonce": "11" * 32})
         assert response.status_code == 503

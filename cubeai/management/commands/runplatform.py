@@ -13,15 +13,16 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from inference import health
+from agent import credentials as agent_credentials
+from inference import credentials, health
 from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.models import AttestationRecord, Backend
 
 LOCAL_BACKENDS = Path(settings.BASE_DIR) / "deploy" / "local-agent.yaml"
-LOCAL_BACKEND = "local-agent"
+LOCAL_AGENT = "local-agent"
 
 
 class Command(BaseCommand):
@@ -35,15 +36,22 @@ class Command(BaseCommand):
         parser.add_argument("--no-agent", action="store_true", help="Do not start the agent.")
 
     def handle(self, *args, **options):
+        if not settings.DEBUG:
+            raise CommandError(
+                "runplatform runs the development stack: set DJANGO_DEBUG=true (make run does)."
+            )
         out = StringIO()
         call_command("bootstrap_demo", json=True, stdout=out)
         demo = json.loads(out.getvalue())
+        # Every process gets development mode explicitly, whatever the shell has.
+        env = {**os.environ, "DJANGO_DEBUG": "true"}
         if LOCAL_BACKENDS.exists() and not options["no_agent"]:
             call_command("apply_backends", str(LOCAL_BACKENDS), stdout=StringIO())
             # The file names the agent's default port; route to the port this agent takes.
-            Backend.objects.filter(name=LOCAL_BACKEND).update(
+            Backend.objects.filter(name=LOCAL_AGENT).update(
                 base_url=f"http://127.0.0.1:{options['agent_port']}/v1"
             )
+            env.update(self._wire_agent_credential(options["agent_port"]))
         self._print_welcome(demo, options)
         python = sys.executable
         processes = {
@@ -60,12 +68,32 @@ class Command(BaseCommand):
         }  # fmt: skip
         if not options["no_agent"]:
             processes["agent"] = [python, "-m", "agent"]
-        env = {**os.environ, "CUBEAI_AGENT_PORT": str(options["agent_port"])}
         if "agent" in processes:
             threading.Thread(
                 target=self._attest_when_up, args=(options["agent_port"],), daemon=True
             ).start()
         self._supervise(processes, env)
+
+    def _wire_agent_credential(self, port: int) -> dict[str, str]:
+        """Give the local agent the credential the platform holds for it (apply_backends
+        generated it on the first run), and the key that signs the ones it may be sent later
+        (`manage.py rotate_credential local-agent`). Returns the agent's environment."""
+        backend = Backend.objects.get(name=LOCAL_AGENT)
+        path = Path(settings.DATA_DIR) / "agent" / "credentials.json"
+        agent_credentials.write_file(
+            path,
+            [
+                agent_credentials.Entry(
+                    sha256=agent_credentials.digest(credentials.backend_credential(backend)),
+                    version=backend.credential_version,
+                )
+            ],
+        )
+        return {
+            "CUBEAI_AGENT_PORT": str(port),
+            "CUBEAI_AGENT_CREDENTIALS_FILE": str(path),
+            "CUBEAI_AGENT_PLATFORM_KEY": credentials.provisioning_public_key(),
+        }
 
     def _attest_when_up(self, port: int) -> None:
         """Once the local agent serves, record it healthy and challenge it, rather than wait
@@ -80,7 +108,7 @@ class Command(BaseCommand):
         else:
             return
         health.backends_check_health()
-        backend = attestation_selectors.attestable_backends().filter(name=LOCAL_BACKEND).first()
+        backend = attestation_selectors.attestable_backends().filter(name=LOCAL_AGENT).first()
         if backend is not None:
             record = attestation_services.backend_attest(
                 backend=backend, trigger=AttestationRecord.Trigger.ON_DEMAND

@@ -1,0 +1,14 @@
+"""The test suite's settings: the project's own, in development mode.
+
+DEBUG is off unless asked for (`cubeai/settings.py`), so the suite asks for it here, before
+the settings are read. The processes the tests start inherit the variables.
+"""
+
+import os
+
+os.environ["DJANGO_DEBUG"] = "true"
+# Every test client is 127.0.0.1 and many tests fail authentication on purpose; the limit on
+# failed attempts per address is tested on its own (tests/security/test_abuse_before_auth.py).
+os.environ.setdefault("CUBEAI_AUTH_FAILURES_PER_MINUTE", "1000000")
+
+from cubeai.settings import *  # noqa: F403
