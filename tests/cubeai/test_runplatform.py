@@ -74,7 +74,8 @@ def test_runplatform_serves_on_its_own_ports_and_stops_every_process(tmp_path):
         client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0)
         answer = client.chat.completions.create(
             model="smollm2-135m-instruct",
-            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            # Not the welcome's example question, which the log holds on purpose.
+            messages=[{"role": "user", "content": "Name the capital city of France."}],
             temperature=0,
             max_tokens=20,
         )
