@@ -52,22 +52,28 @@ def test_runplatform_serves_on_its_own_ports_and_stops_every_process(tmp_path):
         timeout=120,
     )
     port, agent_port = free_port(), free_port()
-    log_path = tmp_path / "platform.log"
+    # The command's own output (the welcome, with an example prompt and the demo token on
+    # purpose) apart from its processes' logs, which the leak check reads (tests/leaks.py).
+    out_path, log_path = tmp_path / "platform.out", tmp_path / "platform.log"
     command = [sys.executable, "manage.py", "runplatform", "--port", str(port)]
     command += ["--agent-port", str(agent_port), "--web-workers", "1"]
-    with log_path.open("w") as log:
+    with out_path.open("w") as out, log_path.open("w") as log:
         platform = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=ROOT, env=env, stdout=out, stderr=log, start_new_session=True
         )
+
+    def tail() -> str:
+        return out_path.read_text()[-2000:] + log_path.read_text()[-4000:]
+
     try:
         # The local agent is challenged on the port it took, once it serves.
         deadline = time.monotonic() + 180
-        while "local agent attestation:" not in log_path.read_text():
-            assert platform.poll() is None, log_path.read_text()[-4000:]
-            assert time.monotonic() < deadline, log_path.read_text()[-4000:]
+        while "local agent attestation:" not in out_path.read_text():
+            assert platform.poll() is None, tail()
+            assert time.monotonic() < deadline, tail()
             time.sleep(0.2)
-        output = log_path.read_text()
-        assert "local agent attestation: not confidential, as declared" in output
+        output = out_path.read_text()
+        assert "local agent attestation: not confidential, as declared" in output, tail()
         base_url = re.search(r"^API base:\s+(\S+)$", output, re.MULTILINE).group(1)
         token = re.search(r"^Token:\s+(\S+)$", output, re.MULTILINE).group(1)
         assert base_url.startswith(f"http://127.0.0.1:{port}/proxy/")
@@ -87,7 +93,7 @@ def test_runplatform_serves_on_its_own_ports_and_stops_every_process(tmp_path):
         finally:
             if group_alive(platform.pid):
                 os.killpg(platform.pid, signal.SIGKILL)
-    assert returncode == 0, log_path.read_text()[-4000:]
+    assert returncode == 0, tail()
     deadline = time.monotonic() + 10
     while group_alive(platform.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
