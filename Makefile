@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
+AGENT_PORT ?= 8100
 
 .PHONY: run test lint format bench install
 
@@ -24,11 +25,12 @@ run test: export DJANGO_DEBUG = true
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python manage.py runplatform --port $(PORT)
+	$(BIN)/python manage.py runplatform --port $(PORT) --agent-port $(AGENT_PORT)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@command -v node >/dev/null 2>&1 || echo "node is not on the PATH: the Node SDK suite (tests/node) will be skipped."
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -3,22 +3,25 @@
 The OpenAI-compatible API (`/proxy/...`) is served by its own Django handler without the
 page middleware (sessions, CSRF, messages, static files...): none of it applies to a Bearer
 API, and each sync middleware costs a thread hop per request. Its security headers are set
-here instead. Everything else goes through Django's usual handler.
+here instead. Everything else goes through Django's usual handler. Both build requests with
+the length of the body they received (`cubeai.bodies`), so chunked uploads work everywhere.
 """
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+
+from cubeai.bodies import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cubeai.settings")
 
 # Django must be set up before anything imports models or consumers.
-django_application = get_asgi_application()
+django.setup(set_prefix=False)
+django_application = ASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from cubeai.routing import websocket_urlpatterns  # noqa: E402

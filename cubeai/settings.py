@@ -90,7 +90,8 @@ SECRET_KEY_FALLBACKS = envlist("DJANGO_SECRET_KEY_FALLBACKS")
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS")
 
-# Where the embedded default keeps its SQLite file and Celery broker folders.
+# Where the embedded default keeps its SQLite file and Celery broker folders, and where beat
+# keeps its schedule. Nothing needs to exist: the code that uses each folder creates it.
 DATA_DIR = Path(os.environ.get("CUBEAI_DATA_DIR", BASE_DIR / "var")).resolve()
 
 INSTALLED_APPS = [
@@ -150,7 +151,8 @@ if DATABASE_URL:
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend, which also creates the file's folder on first use.
+            "ENGINE": "cubeai.sqlite3",
             "NAME": DATA_DIR / "db.sqlite3",
             "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
             # A file, not pytest's default in-memory database, so that the Celery worker and

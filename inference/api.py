@@ -25,6 +25,7 @@ from inference.attestation import services as attestation_services
 from inference.context import caller_for
 from inference.errors import InferenceError, RouteNotFound, envelope
 from inference.models import Backend
+from inference.multipart import multipart_parse
 from inference.schemas import (
     AUDIO_FORMATS,
     ChatCompletionCreateParams,
@@ -149,6 +150,7 @@ def _audio_form(request: HttpRequest) -> pipeline.Audio:
             status=415,
             code="unsupported_media_type",
         )
+    multipart_parse(request)
     upload = request.FILES.get("file")
     if upload is None:
         raise InferenceError("The `file` field is required.", param="file")

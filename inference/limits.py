@@ -1,7 +1,8 @@
 """Request-size and request-rate limits of the OpenAI-compatible API.
 
 `BodyLimit` is ASGI middleware: it refuses an upload over the limit while it streams in,
-before Django reads it whole (Django's ASGI handler spools the entire body first).
+before Django reads it whole (Django's ASGI handler spools the entire body first), with or
+without a Content-Length.
 `RateLimiter` counts requests per token and per domain in fixed one-minute windows, shared
 by all replicas through Redis when it is configured.
 """
@@ -17,6 +18,11 @@ from django.conf import settings
 from inference.errors import RateLimited, RequestTooLarge, envelope
 
 AUDIO_PATH = re.compile(r"^/proxy/[^/]+/v1/audio/")
+# After a 413 the rest of a refused upload is still read, and dropped, this long: closing at
+# once with unread data resets the connection, and a client still writing (Node's fetch, for
+# one) then reports a connection error instead of the 413. Bounded, so that a client never
+# holds the connection until it finishes.
+LINGER_SECONDS = 2.0
 
 
 class BodyLimit:
@@ -36,7 +42,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                return await self._refuse(send, limit)
+                return await self._refuse(receive, send, limit)
         received = 0
         exceeded = False
 
@@ -62,9 +68,9 @@ class BodyLimit:
 
         await self.app(scope, limited_receive, tracking_send)
         if exceeded and not started:
-            await self._refuse(send, limit)
+            await self._refuse(receive, send, limit)
 
-    async def _refuse(self, send, limit: int) -> None:
+    async def _refuse(self, receive, send, limit: int) -> None:
         body = orjson.dumps(envelope(RequestTooLarge(limit)))
         await send(
             {
@@ -77,7 +83,23 @@ class BodyLimit:
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        await _discard_for_a_while(receive)
+        # The response ends here, and the server closes the connection (`connection: close`).
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _discard_for_a_while(receive) -> None:
+    """Read and drop what the client still sends, for at most LINGER_SECONDS."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER_SECONDS
+    while (remaining := deadline - loop.time()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), remaining)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
 
 
 class RateLimiter:

@@ -152,8 +152,6 @@ def celery_worker_process(django_db_setup, tmp_path_factory):
 
     from cubeai.celery import app
 
-    for folder in ("queue", "control", "results"):
-        (Path(settings.DATA_DIR) / "celery" / folder).mkdir(parents=True, exist_ok=True)
     queue = f"test-{uuid.uuid4().hex[:12]}"
     log_path = tmp_path_factory.mktemp("celery") / "worker.log"
     celery = Path(sys.executable).parent / "celery"

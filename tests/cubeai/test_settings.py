@@ -35,7 +35,7 @@ def test_it_runs_on_the_embedded_defaults_with_nothing_set():
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     assert config == {
-        "db": "django.db.backends.sqlite3",
+        "db": "cubeai.sqlite3",
         "cache": "django.core.cache.backends.locmem.LocMemCache",
         "layer": "channels.layers.InMemoryChannelLayer",
         "broker": "filesystem://",

@@ -128,6 +128,10 @@ def fake_upstream_url(tmp_path_factory):
     _stop(process)
 
 
+# The test gateways' upload limit: small, so that over-size uploads are quick to send.
+GATEWAY_MAX_AUDIO_BYTES = 1024 * 1024
+
+
 def start_gateway(tmp: Path, **settings: str):
     """The real gateway (uvicorn, one worker) on the test database, with no caching of
     routing or auth so each test sees the rows it wrote."""
@@ -138,7 +142,7 @@ def start_gateway(tmp: Path, **settings: str):
         CUBEAI_AUTH_CACHE_SECONDS="0",
         CUBEAI_TOKEN_CACHE_SECONDS="0",
         CUBEAI_BREAKER_COOLDOWN_SECONDS="30",
-        CUBEAI_MAX_AUDIO_BYTES=str(1024 * 1024),
+        CUBEAI_MAX_AUDIO_BYTES=str(GATEWAY_MAX_AUDIO_BYTES),
         CUBEAI_USAGE_FLUSH_SECONDS="0.2",
         **settings,
     )

@@ -47,6 +47,10 @@ class Command(BaseCommand):
         env = {**os.environ, "DJANGO_DEBUG": "true"}
         if LOCAL_BACKENDS.exists() and not options["no_agent"]:
             call_command("apply_backends", str(LOCAL_BACKENDS), stdout=StringIO())
+            # The file names the agent's default port; route to the port this agent takes.
+            Backend.objects.filter(name=LOCAL_AGENT).update(
+                base_url=f"http://127.0.0.1:{options['agent_port']}/v1"
+            )
             env.update(self._wire_agent_credential(options["agent_port"]))
         self._print_welcome(demo, options)
         python = sys.executable
