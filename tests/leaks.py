@@ -145,7 +145,10 @@ def _httpx_note(module) -> Callable[[Any, tuple, dict], None]:
         request = args[1] if len(args) > 1 else kwargs.get("request")
         if request is None or not _is_api(str(request.url)):
             return
-        if request.headers.get("content-type", "").startswith("application/json"):
+        # A body the test streams (chunked uploads) was never held whole: not noted.
+        if request.headers.get("content-type", "").startswith("application/json") and hasattr(
+            request, "_content"
+        ):
             SECRETS.add_texts(request.content, "a prompt a test sent")
         # A streamed body not read yet is noted as the test reads it (httpx has read a body
         # that was all there at once already).
