@@ -131,13 +131,13 @@ Token:     {demo["token"]}
 curl:
   curl {api}/chat/completions \\
     -H "Authorization: Bearer {demo["token"]}" -H "Content-Type: application/json" \\
-    -d '{{"model": "smollm2-135m-instruct", "messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
+    -d '{{"model": "smollm2-135m-instruct", "messages": [{{"role": "user", "content": "Say hello in French."}}]}}'
 
 openai (Python):
   from openai import OpenAI
   client = OpenAI(base_url="{api}", api_key="{demo["token"]}")
   print(client.chat.completions.create(model="smollm2-135m-instruct",
-        messages=[{{"role": "user", "content": "What is the capital of France?"}}]).choices[0].message.content)
+        messages=[{{"role": "user", "content": "Say hello in French."}}]).choices[0].message.content)
 
 Press Ctrl-C to stop every process.
 """
