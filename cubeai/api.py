@@ -10,6 +10,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
 
+from cubeai import jsonbody
 from cubeai.exceptions import DomainError
 from inference.api import attestation_router, request_id_of, router
 from inference.errors import InferenceError, RouteNotFound, envelope
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class JSONParser(Parser):
-    """orjson for request bodies; a non-JSON content type is a 415, bad JSON a 400."""
+    """orjson for request bodies; a non-JSON content type is a 415, bad or too deeply nested
+    JSON a 400."""
 
     def parse_body(self, request: HttpRequest):
         if request.content_type != "application/json":
@@ -28,12 +30,11 @@ class JSONParser(Parser):
                 code="unsupported_media_type",
             )
         try:
-            return orjson.loads(request.body)
-        except orjson.JSONDecodeError:
-            raise InferenceError(
-                "We could not parse the JSON body of your request. It must be valid JSON.",
-                code="invalid_json",
-            ) from None
+            # An empty body is an empty object, so that the answer names the first
+            # parameter missing (OpenAI's "Missing required parameter: 'model'").
+            return jsonbody.loads(request.body or b"{}")
+        except jsonbody.JSONBodyError as exc:
+            raise InferenceError(str(exc), code="invalid_json") from None
 
 
 class JSONRenderer(BaseRenderer):
@@ -43,7 +44,30 @@ class JSONRenderer(BaseRenderer):
         return orjson.dumps(data)
 
 
-api = NinjaAPI(
+class API(NinjaAPI):
+    """Ninja's API, keeping of each invalid value its JSON type only (never the value, which
+    may be content), and naming the first required parameter when the body is missing."""
+
+    def validation_error_from_error_contexts(self, error_contexts) -> ValidationError:
+        errors = []
+        for context in error_contexts:
+            model = context.model
+            for error in context.pydantic_validation_error.errors(include_url=False):
+                loc = model.__ninja_flatten_map_reverse__.get(error["loc"], error["loc"])
+                got = JSON_TYPES.get(type(error.pop("input", None)), "another type")
+                if error["type"] == "missing" and len(loc) == 1 and loc[0] in model.model_fields:
+                    # No body at all: the first parameter its schema requires is missing.
+                    schema = model.model_fields[loc[0]].annotation
+                    required = [
+                        n for n, f in getattr(schema, "model_fields", {}).items() if f.is_required()
+                    ]
+                    loc = (*loc, *required[:1])
+                error.pop("ctx", None)
+                errors.append({**error, "loc": (model.__ninja_param_source__, *loc), "got": got})
+        return ValidationError(errors)
+
+
+api = API(
     title="Cube AI OpenAI-compatible API",
     version="1.0.0",
     description=(
@@ -71,28 +95,62 @@ def _envelope(request: HttpRequest, error: InferenceError) -> HttpResponse:
     return response
 
 
+UNION_MEMBERS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
 def _param_of(loc: tuple) -> str | None:
     # Ninja prefixes the body's field path with the source and the parameter name.
     parts = [str(p) for p in loc]
     if parts[:1] == ["body"]:
         parts = parts[2:] if len(parts) > 1 and parts[1] == "body" else parts[1:]
+    # pydantic names the member of a union a value failed (`stop.str`): not a parameter.
+    parts = [p for p in parts if p not in UNION_MEMBERS and "[" not in p]
     text = ""
     for part in parts:
         text += f"[{part}]" if part.isdigit() else (f".{part}" if text else part)
     return text or None
 
 
+# pydantic's type errors, as OpenAI names the type expected and the one received.
+EXPECTED = {
+    "bool_type": "a boolean",
+    "int_type": "an integer",
+    "float_type": "a decimal",
+    "string_type": "a string",
+    "list_type": "an array",
+    "dict_type": "an object",
+    "model_type": "an object",
+}
+JSON_TYPES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a decimal",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     first = exc.errors[0] if exc.errors else {}
     param = _param_of(tuple(first.get("loc", ())))
-    if first.get("type") == "extra_forbidden":
+    kind, code = first.get("type", ""), "invalid_value"
+    if kind == "extra_forbidden":
         message = f"Unrecognized request argument supplied: {param}"
-    elif first.get("type") == "missing":
+    elif kind == "missing":
         message = f"Missing required parameter: '{param}'."
+    elif kind == "string_pattern_mismatch":
+        message = f"Invalid value for '{param}': control characters are not allowed."
+    elif kind in EXPECTED:
+        # pydantic's strict mode: the value is of the wrong JSON type (OpenAI's wording).
+        got = first.get("got", "another type")
+        message = f"Invalid type for '{param}': expected {EXPECTED[kind]}, but got {got} instead."
+        code = "invalid_type"
     else:
         message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}."
-    return _envelope(request, InferenceError(message, param=param, code="invalid_value"))
+    return _envelope(request, InferenceError(message, param=param, code=code))
 
 
 @api.exception_handler(DomainError)

@@ -271,6 +271,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # The browsable API is for staff; everyone else gets JSON.
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON bodies are parsed with their depth bounded (cubeai.jsonbody), like the other API's.
+    "DEFAULT_PARSER_CLASSES": [
+        "cubeai.jsonbody.DRFJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # One place maps cubeai.exceptions (NotFound, PermissionDenied, Conflict...) to HTTP.
     "EXCEPTION_HANDLER": "domains.drf.exception_handler",
 }
@@ -337,13 +343,16 @@ CUBEAI_AUTH_CACHE_SECONDS = float(os.environ.get("CUBEAI_AUTH_CACHE_SECONDS", "1
 CUBEAI_BREAKER_FAILURES = envint("CUBEAI_BREAKER_FAILURES", "3")
 CUBEAI_BREAKER_COOLDOWN_SECONDS = float(os.environ.get("CUBEAI_BREAKER_COOLDOWN_SECONDS", "10"))
 CUBEAI_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("CUBEAI_UPSTREAM_CONNECT_TIMEOUT", "5"))
+# A stream's first chunk; then the gaps between chunks (idle); a whole (non-streamed) answer.
 CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT = float(
     os.environ.get("CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT", "120")
 )
 CUBEAI_UPSTREAM_IDLE_TIMEOUT = float(os.environ.get("CUBEAI_UPSTREAM_IDLE_TIMEOUT", "60"))
+CUBEAI_UPSTREAM_TOTAL_TIMEOUT = float(os.environ.get("CUBEAI_UPSTREAM_TOTAL_TIMEOUT", "600"))
 CUBEAI_UPSTREAM_MAX_CONNECTIONS = envint("CUBEAI_UPSTREAM_MAX_CONNECTIONS", "512")
 CUBEAI_MAX_AUDIO_BYTES = envint("CUBEAI_MAX_AUDIO_BYTES", str(25 * 1024 * 1024))
 CUBEAI_MAX_JSON_BYTES = envint("CUBEAI_MAX_JSON_BYTES", str(4 * 1024 * 1024))
+CUBEAI_MAX_JSON_DEPTH = envint("CUBEAI_MAX_JSON_DEPTH", "64")
 CUBEAI_USAGE_FLUSH_SECONDS = float(os.environ.get("CUBEAI_USAGE_FLUSH_SECONDS", "1"))
 CUBEAI_RATE_LIMIT_TOKEN_RPM = envint("CUBEAI_RATE_LIMIT_TOKEN_RPM", "600")
 CUBEAI_RATE_LIMIT_DOMAIN_RPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_RPM", "6000")

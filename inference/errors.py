@@ -157,6 +157,16 @@ class UpstreamFailed(InferenceError):
         super().__init__(message, type="server_error")
 
 
+class UpstreamTimeout(UpstreamFailed):
+    """The backend took the request but did not answer in time (not retried elsewhere)."""
+
+    status = 504
+    code = "timeout"
+
+    def __init__(self) -> None:
+        super().__init__("The backend did not answer in time.")
+
+
 def envelope(error: InferenceError) -> dict[str, Any]:
     """OpenAI's error body: `{"error": {"message", "type", "param", "code"}}`."""
     return {

@@ -8,6 +8,7 @@ flush scheduled on the event loop writes the buffer with one bulk insert every
 import asyncio
 import contextvars
 import logging
+import re
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
@@ -18,13 +19,19 @@ from cubeai.lib.batches import delete_in_batches
 
 log = logging.getLogger(__name__)
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 _buffer: list[dict] = []
 _scheduled: set[asyncio.AbstractEventLoop] = set()
 
 
 def record(**event) -> None:
-    """Queue one event; see inference.models.UsageEvent for the fields."""
+    """Queue one event; see inference.models.UsageEvent for the fields. Its texts lose any
+    control character: one NUL failed PostgreSQL's insert of the whole batch."""
     event.setdefault("created_at", timezone.now())
+    for name in ("model", "backend", "request_id", "endpoint"):
+        if isinstance(event.get(name), str):
+            event[name] = CONTROL.sub("", event[name])
     _buffer.append(event)
     try:
         loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ from inference.context import Caller
 from inference.errors import (
     ContextLengthExceeded,
     InferenceError,
+    InvalidParameter,
     ModelNotFound,
     ModelNotSupported,
     NoBackend,
@@ -46,6 +48,10 @@ from inference.limits import rate_limiter
 from inference.registry import ModelEntry, Target, registry
 
 log = logging.getLogger(__name__)
+
+# A model name as any entry point may pass it: no control character (a NUL, stored with the
+# usage row, failed PostgreSQL's whole batch insert).
+MODEL_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +311,12 @@ async def _route(call: Call, model: str) -> tuple[ModelEntry, list[tuple[Target,
     """The permission, then the deployments that may serve `model` for this call."""
     if call.endpoint.permission is not None:
         call.caller.require(call.endpoint.permission)
+    if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
+        # Refused before it is kept anywhere: the usage row of this call names no model.
+        raise InvalidParameter(
+            "Invalid value for 'model': a model name is 1 to 200 printable characters.",
+            param="model",
+        )
     call.model = model
     snapshot = await registry.current()
     entry = snapshot.model_for(call.caller.domain_id, model)
@@ -378,10 +390,11 @@ def _classifier(call: Call):
 async def _forward_json(call: Call, candidates: list[tuple[Target, str]], params: dict) -> dict:
     """Send a JSON request; return the backend's JSON answer, with the public model name."""
     async with upstream.exchange(call, candidates, _json_body(params)) as response:
-        try:
-            body = orjson.loads(await response.read())
-        except (orjson.JSONDecodeError, aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamFailed("The backend sent an invalid response.") from exc
+        raw = await response.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamFailed("The backend sent an invalid response.") from exc
     if not isinstance(body, dict):
         raise UpstreamFailed("The backend sent an invalid response.")
     if "model" in body:
@@ -447,7 +460,7 @@ async def _relay(
     delivered = 0
     template: dict = {}
     try:
-        async for raw_line in response.content:
+        async for raw_line in upstream.lines(response):
             line = raw_line.strip()
             if not line.startswith(b"data:"):
                 continue
@@ -490,8 +503,10 @@ async def _relay(
         if wants_usage:
             yield {**template, "choices": [], "usage": call.usage}
         status = 200
-    except (aiohttp.ClientError, TimeoutError):
-        status = 502
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # The backend's fault (a client that went away is a cancellation, not this).
+        status = 504 if isinstance(exc, TimeoutError) else 502
+        registry.breaker(call.target.id).failure(time.monotonic())
         raise UpstreamFailed("The backend stream failed or stalled.") from None
     finally:
         call.relayed = True

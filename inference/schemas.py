@@ -1,7 +1,10 @@
 """OpenAI's request and response objects, as this API accepts and returns them.
 
 Requests are validated strictly: an unknown parameter is a 400 naming it, so a client never
-believes a parameter took effect when it was ignored. The names follow OpenAI's types.
+believes a parameter took effect when it was ignored, and a value of the wrong JSON type is
+refused as OpenAI refuses it (`"stream": "yes"`, `"max_tokens": "5"`: pydantic's strict mode,
+which still takes an integer where a number is asked for). A model name never holds a control
+character. The names follow OpenAI's types.
 """
 
 from typing import Annotated, Any, Literal
@@ -11,8 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 AUDIO_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 
 
+# A model name: printable, so that it is safe to store and to log.
+ModelName = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     def payload(self) -> dict[str, Any]:
         """The parameters the client set, as JSON-ready data to forward."""
@@ -21,7 +28,7 @@ class _Request(BaseModel):
 
 class _Open(BaseModel):
     # Message parts and tool definitions are passed through to the backend as sent.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
 
 class ChatCompletionMessageParam(_Open):
@@ -35,7 +42,7 @@ class ChatCompletionStreamOptionsParam(_Request):
 
 
 class _Sampling(_Request):
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: ModelName
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     max_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -76,7 +83,7 @@ class CompletionCreateParams(_Sampling):
 class EmbeddingCreateParams(_Request):
     """`POST /embeddings`."""
 
-    model: Annotated[str, Field(min_length=1, max_length=200)]
+    model: ModelName
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] | None = None
     dimensions: Annotated[int, Field(ge=1)] | None = None

@@ -1,9 +1,13 @@
 """Forwarding to backends over one pooled aiohttp client per process, with failover.
 
-A request goes to the first routable deployment; on a connection error, a timeout before the
-first byte, or a 502/503 from the backend it is retried once on another deployment of the
-same model. Failures feed the circuit breaker, which takes a failing backend out of routing
-in this process at once; the background health check does the same for every process.
+A request goes to the first routable deployment; when the backend could not accept it (the
+connection failed, or it answered 502/503) it is retried once on another deployment of the
+same model, never after the backend began the work (`open_response`). Timeouts: connecting
+(`CUBEAI_UPSTREAM_CONNECT_TIMEOUT`), a whole answer (`CUBEAI_UPSTREAM_TOTAL_TIMEOUT`), a
+stream's first chunk (`CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT`) and the gaps between its chunks
+(`CUBEAI_UPSTREAM_IDLE_TIMEOUT`). Backend faults feed the circuit breaker, which takes a
+failing backend out of routing in this process at once; the background health check does
+the same for every process.
 
 An https backend with an attested key (`pinned_key_sha256`) is reached only if its TLS
 certificate carries that key: see `SpkiPin`.
@@ -22,7 +26,13 @@ import aiohttp
 from django.conf import settings
 
 from inference.attestation import spki_of_certificate
-from inference.errors import ContextLengthExceeded, InferenceError, NoBackend, UpstreamFailed
+from inference.errors import (
+    ContextLengthExceeded,
+    InferenceError,
+    NoBackend,
+    UpstreamFailed,
+    UpstreamTimeout,
+)
 from inference.registry import Target, registry
 
 if TYPE_CHECKING:
@@ -108,11 +118,7 @@ def session() -> aiohttp.ClientSession:
         )
         client = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=settings.CUBEAI_UPSTREAM_CONNECT_TIMEOUT,
-                sock_read=settings.CUBEAI_UPSTREAM_IDLE_TIMEOUT,
-            ),
+            timeout=timeouts(stream=False),
             auto_decompress=False,
             skip_auto_headers=("User-Agent",),
         )
@@ -140,6 +146,23 @@ def _headers(target: Target, request_id: str, content_type: str | None) -> dict[
     return headers
 
 
+# Failures before the backend could accept the work: nothing was sent, or the connection
+# was refused; the request may safely run elsewhere.
+NOT_ACCEPTED = (aiohttp.ClientConnectorError, aiohttp.ServerFingerprintMismatch)
+
+
+def timeouts(*, stream: bool) -> aiohttp.ClientTimeout:
+    """A request's timeouts: connecting always; for a whole answer, its total (the backend
+    may think in silence until it is done); for a stream, none here: its first byte and the
+    gaps between chunks are bounded by the reader (`first_byte_timeout`, `idle_timeout`)."""
+    connect = settings.CUBEAI_UPSTREAM_CONNECT_TIMEOUT
+    if stream:
+        return aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=None)
+    return aiohttp.ClientTimeout(
+        total=settings.CUBEAI_UPSTREAM_TOTAL_TIMEOUT, sock_connect=connect, sock_read=None
+    )
+
+
 async def open_response(
     candidates: list[tuple[Target, str]],
     path: str,
@@ -147,39 +170,53 @@ async def open_response(
     request_id: str,
     body_for: BodyFor,
     content_type: str | None = "application/json",
+    stream: bool = False,
 ) -> tuple[Target, str, aiohttp.ClientResponse]:
-    """Send the request, failing over once; returns the backend, the model name it was
-    asked for, and its open response.
+    """Send the request; returns the backend, the model name it was asked for, and its open
+    response. The caller must release the response.
+
+    It fails over once, to another deployment, only while the backend has not accepted the
+    work: a connection that could not be made (refused, unreachable, the wrong attested key)
+    or a 502/503 answer. Once the request was sent, a timeout or a broken connection is a
+    504/502 for the client: the generation may be running, and running it again elsewhere
+    would do (and bill) the work twice. The breaker counts backend faults only: connection
+    errors, timeouts and 5xx answers, never a client's 4xx or a client that went away.
 
     `body_for(upstream_model)` builds the body for a deployment, since deployments may name
-    the model differently. The caller must release the response.
+    the model differently.
     """
     last_error = "no backend available"
+    wait = settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT if stream else None
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
         breaker = registry.breaker(target.id)
         registry.started(target.id)
         try:
-            response = await asyncio.wait_for(
-                session().post(
+            async with asyncio.timeout(wait):
+                response = await session().post(
                     f"{target.base_url}/{path}",
                     data=body_for(upstream_model),
                     headers=_headers(target, request_id, content_type),
                     ssl=ssl_for(target),
                     allow_redirects=False,
-                ),
-                timeout=settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT,
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # Any client-side failure before an answer (refused, reset, a malformed status
-            # line, oversized headers) is the backend's fault: fail over.
+                    timeout=timeouts(stream=stream),
+                )
+        except NOT_ACCEPTED as exc:
             registry.finished(target.id)
             breaker.failure(time.monotonic())
             last_error = type(exc).__name__
-            log.warning("backend %s failed before the first byte: %s", target.name, last_error)
+            log.warning("backend %s could not be reached: %s", target.name, last_error)
             if isinstance(exc, aiohttp.ServerFingerprintMismatch):
                 _reattest_soon(target)
             continue
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            registry.finished(target.id)
+            breaker.failure(time.monotonic())
+            log.warning("backend %s failed after the request: %s", target.name, type(exc).__name__)
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeout() from None
+            raise UpstreamFailed() from None
         except BaseException:
+            # The client went away (cancelled): not the backend's fault.
             registry.finished(target.id)
             raise
         if response.status in RETRYABLE_STATUS and attempt + 1 < min(len(candidates), 2):
@@ -226,9 +263,27 @@ async def exchange(
         if response.status >= 300:
             raise await normalised_error(response)
         yield response
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # Reading the answer failed or ran past the total timeout: the backend's fault.
+        registry.breaker(target.id).failure(time.monotonic())
+        raise (UpstreamTimeout() if isinstance(exc, TimeoutError) else UpstreamFailed()) from None
     finally:
         response.release()
         done(target)
+
+
+async def lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """A stream's lines: the first within `CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT` of the
+    answer's start, each next one within `CUBEAI_UPSTREAM_IDLE_TIMEOUT`; a TimeoutError
+    otherwise."""
+    wait = settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
+    while True:
+        async with asyncio.timeout(wait):
+            line = await response.content.readline()
+        if not line:
+            return
+        yield line
+        wait = settings.CUBEAI_UPSTREAM_IDLE_TIMEOUT
 
 
 async def open_stream(
@@ -236,7 +291,7 @@ async def open_stream(
 ) -> aiohttp.ClientResponse:
     """A backend's event stream, open; the caller releases it and calls `done`."""
     target, call.upstream_model, response = await open_response(
-        candidates, call.endpoint.path, request_id=call.request_id, body_for=body_for
+        candidates, call.endpoint.path, request_id=call.request_id, body_for=body_for, stream=True
     )
     call.target = target
     if response.status >= 300:

@@ -120,10 +120,11 @@ def usage_days(value: str | None) -> int:
 @domain_page(permissions.USAGE_READ)
 @require_GET
 def domain_usage(request: HttpRequest) -> HttpResponse:
-    own = selectors.usage_is_own_only(request.granted)
     days = usage_days(request.GET.get("days"))
     summary = selectors.usage_summary(
-        domain=request.domain, user_id=request.user.pk if own else None, days=days
+        domain=request.domain,
+        user_id=selectors.usage_reader(domain=request.domain, user_id=request.user.pk),
+        days=days,
     )
     return render(
         request,

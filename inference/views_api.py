@@ -154,11 +154,10 @@ class UsageView(DomainAPIView):
     def get(self, request, domain_id):
         query = UsageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        own = selectors.usage_is_own_only(self.granted)
         return Response(
             selectors.usage_summary(
                 domain=self.domain,
-                user_id=request.user.pk if own else None,
+                user_id=selectors.usage_reader(domain=self.domain, user_id=request.user.pk),
                 days=query.validated_data["days"],
             )
         )

@@ -182,10 +182,12 @@ def gateway_url(django_db_setup, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fault_gateway_url(django_db_setup, django_db_blocker, tmp_path_factory):
-    """A second gateway with a short first-byte timeout, for the slow-upstream faults."""
+    """A second gateway with short upstream timeouts, for the slow-upstream faults."""
     with django_db_blocker.unblock():
         process, url = start_gateway(
-            tmp_path_factory.mktemp("fault-gateway"), CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT="1.5"
+            tmp_path_factory.mktemp("fault-gateway"),
+            CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT="1.5",
+            CUBEAI_UPSTREAM_TOTAL_TIMEOUT="3",
         )
     yield url
     _stop(process)

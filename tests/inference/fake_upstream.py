@@ -1,6 +1,7 @@
 """A controllable fake OpenAI-compatible upstream, for what the real agent cannot produce.
 
-FAKE: it stands in for a backend only to inject faults on demand (a 500, a slow first byte,
+FAKE: it stands in for a backend only to inject faults on demand (a 500, a 400, a slow answer
+(`fault-slow`: 5 s, `fault-slow-2`: 2 s),
 a stream cut in the middle, chunks at a fixed pace, a 503), and to play what no real small
 model can be made to produce on demand: a guard model (`guard`); a model that leaks a
 secret across chunks (`leak`) or leaks personal data and secrets in every field of its
@@ -122,8 +123,12 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": "internal boom"}}, status=500)
     if model == "fault-503":
         return web.json_response({"error": {"message": "overloaded"}}, status=503)
+    if model == "fault-400":
+        return web.json_response({"error": {"message": "bad request"}}, status=400)
     if model == "fault-slow":
         await asyncio.sleep(5)
+    if model == "fault-slow-2":
+        await asyncio.sleep(2)
     if model == "guard":
         return web.json_response(_completion(model, _guard_label(body["messages"])))
     if model == "fields":

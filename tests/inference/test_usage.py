@@ -47,6 +47,7 @@ def test_a_viewer_sees_the_whole_domain(client, bob, usage):
     client.force_login(bob)
     body = client.get(f"/api/domains/{usage_domain(bob)}/usage/").json()
     assert body["scope"] == "domain" and body["totals"]["requests"] == 3
+    assert sorted(row["token_id"] for row in body["by_token"]) == [1, 2]
 
 
 def test_a_member_sees_only_their_own_usage(client, bob, domain, usage):
@@ -56,6 +57,7 @@ def test_a_member_sees_only_their_own_usage(client, bob, domain, usage):
     client.force_login(bob)
     body = client.get(f"/api/domains/{domain.pk}/usage/?days=30").json()
     assert body["scope"] == "own"
+    assert [row["token_id"] for row in body["by_token"]] == [2]
     assert body["totals"] == {
         "requests": 1,
         "errors": 0,
@@ -85,6 +87,11 @@ def test_a_token_with_usage_read_may_read_it(client, alice, domain, usage, pat):
     token = pat(alice, scopes=[permissions.USAGE_READ])
     response = client.get(f"/api/domains/{domain.pk}/usage/", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 200
+    body = response.json()
+    # Alice is an admin: her token reads the domain's usage, every token of it, no other.
+    assert body["scope"] == "domain"
+    assert sorted(row["token_id"] for row in body["by_token"]) == [1, 2]
+    assert body["totals"]["total_tokens"] == 40
 
 
 def usage_domain(user):
