@@ -75,13 +75,15 @@ def _json_documents(text: str) -> Iterable[Any]:
     try:
         yield json.loads(text)
         return
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Not JSON, or nested deeper than the parser goes (bodies the security suite sends
+        # to be refused): no prompt text to note.
         pass
     for line in text.splitlines():
         if line.startswith("data: ") and line != "data: [DONE]":
             try:
                 yield json.loads(line[len("data: ") :])
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
 
 
