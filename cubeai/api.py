@@ -153,6 +153,12 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
     return _envelope(request, InferenceError(message, param=param, code=code))
 
 
+async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any other path under /proxy/ (`/proxy/<domain>/v2/...`, `/proxy/x`): a 404 in OpenAI's
+    envelope, whatever the method (`cubeai.urls` routes here after the API's own paths)."""
+    return _envelope(request, RouteNotFound())
+
+
 @api.exception_handler(DomainError)
 def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
     # Inference errors, and the services' (not found, permission denied...).

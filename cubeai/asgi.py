@@ -25,6 +25,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from cubeai.routing import websocket_urlpatterns  # noqa: E402
+from inference.cors import CORS  # noqa: E402
 from inference.limits import BodyLimit  # noqa: E402
 
 API_PREFIX = "/proxy/"
@@ -62,7 +63,7 @@ class APIHandler(ASGIHandler):
         await self.handle(scope, receive, send_with_headers)
 
 
-api_application = APIHandler()
+api_application = CORS(APIHandler())
 
 
 async def http_application(scope, receive, send):

@@ -1,19 +1,22 @@
 """Top-level URLs: pages, probes, the admin and the APIs."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cubeai import views
-from cubeai.api import api
+from cubeai.api import api, not_found
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard", permanent=False)),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    # Under /proxy/ every answer is OpenAI's: what the API does not route is its 404.
+    re_path(r"^proxy/?$", not_found),
     path("proxy/", api.urls),
+    re_path(r"^proxy/(?P<rest>.*)$", not_found),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("inference.urls_api")),

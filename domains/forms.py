@@ -2,9 +2,10 @@
 
 from django import forms
 from django.contrib.auth.forms import BaseUserCreationForm
+from django.core.exceptions import ValidationError
 
 from domains import permissions, selectors
-from domains.models import Domain, Role, User
+from domains.models import Domain, Role, User, validate_cors_origins
 
 
 class SignUpForm(BaseUserCreationForm):
@@ -53,6 +54,25 @@ class DomainSettingsForm(forms.Form):
     metadata = forms.JSONField(
         required=False, widget=forms.Textarea(attrs={"rows": 5}), help_text="A JSON object."
     )
+    cors_origins = forms.CharField(
+        label="Allowed browser origins",
+        required=False,
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=(
+            "One per line, e.g. https://app.example.com: pages of these origins may call "
+            "this domain's OpenAI-compatible API from a browser (CORS). None by default."
+        ),
+    )
+
+    def clean_cors_origins(self) -> list[str]:
+        origins = [line.strip() for line in self.cleaned_data["cors_origins"].splitlines()]
+        origins = [origin for origin in origins if origin]
+        try:
+            validate_cors_origins(origins)
+        except ValidationError as exc:
+            raise forms.ValidationError(exc.messages) from None
+        return origins
 
     def clean_tags(self) -> list[str]:
         tags = tags_from_text(self.cleaned_data["tags"])

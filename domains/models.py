@@ -1,5 +1,6 @@
 """Users, domains (tenants), roles, memberships and invitations."""
 
+import re
 import uuid
 
 from django.conf import settings
@@ -80,6 +81,31 @@ route_validator = RegexValidator(
 )
 
 
+# An origin a browser may call the domain's OpenAI-compatible API from: https, or plain http
+# on this machine only; scheme, host and port, nothing more (no path, no wildcard).
+CORS_ORIGIN_RE = re.compile(
+    r"^(https://[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?|http://(localhost|127\.0\.0\.1|\[::1\]))"
+    r"(:[0-9]{1,5})?$"
+)
+MAX_CORS_ORIGINS = 20
+
+
+def validate_cors_origins(value) -> None:
+    """A list of at most MAX_CORS_ORIGINS distinct origins, each as a browser sends it."""
+    if not isinstance(value, list) or not all(isinstance(origin, str) for origin in value):
+        raise ValidationError("Origins must be a list of strings.")
+    if len(value) > MAX_CORS_ORIGINS:
+        raise ValidationError(f"At most {MAX_CORS_ORIGINS} origins.")
+    for origin in value:
+        if not CORS_ORIGIN_RE.match(origin):
+            raise ValidationError(
+                f"{origin[:100]!r} is not an origin: write https://host or https://host:port "
+                "(lowercase, no path, no wildcard; http only for localhost)."
+            )
+    if len(set(value)) != len(value):
+        raise ValidationError("Each origin once.")
+
+
 class Domain(models.Model):
     """A tenant: everything a request touches is scoped to one domain."""
 
@@ -95,6 +121,13 @@ class Domain(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ENABLED)
     tags = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Browser origins allowed to call the OpenAI-compatible API (CORS); none by default.
+    cors_origins = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_cors_origins],
+        help_text="Origins (https://host[:port]) whose pages may call this domain's API.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True)

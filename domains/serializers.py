@@ -18,7 +18,17 @@ class DomainOut(serializers.ModelSerializer):
 
     class Meta:
         model = Domain
-        fields = ["id", "name", "route", "status", "tags", "metadata", "created_at", "permissions"]
+        fields = [
+            "id",
+            "name",
+            "route",
+            "status",
+            "tags",
+            "metadata",
+            "cors_origins",
+            "created_at",
+            "permissions",
+        ]
 
     def get_permissions(self, domain: Domain) -> list[str]:
         granted = self.context.get("permissions", {}).get(domain.pk, frozenset())
@@ -36,6 +46,10 @@ class DomainUpdateIn(serializers.Serializer):
     name = serializers.CharField(max_length=100, required=False)
     tags = TagsField(required=False)
     metadata = serializers.DictField(required=False)
+    # Checked by the model's validator (`domains.models.validate_cors_origins`).
+    cors_origins = serializers.ListField(
+        child=serializers.CharField(max_length=300), max_length=20, required=False
+    )
     status = serializers.ChoiceField(choices=Domain.Status.choices, required=False)
 
 

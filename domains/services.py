@@ -176,12 +176,15 @@ def domain_update(
     name: str | None = None,
     tags: list | None = None,
     metadata: dict | None = None,
+    cors_origins: list | None = None,
 ) -> Domain:
-    """Rename a domain or change its tags and metadata. The route never changes."""
+    """Rename a domain or change its tags, metadata and allowed browser origins (CORS). The
+    route never changes."""
     require_permission(actor, permissions.DOMAIN_MANAGE)
     domain = domain_writable(actor, domain)
     changed = []
-    for field, value in (("name", name), ("tags", tags), ("metadata", metadata)):
+    fields = (("name", name), ("tags", tags), ("metadata", metadata))
+    for field, value in (*fields, ("cors_origins", cors_origins)):
         if value is None:
             continue
         if field == "name":

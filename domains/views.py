@@ -113,6 +113,7 @@ def _settings_context(request: HttpRequest, **forms) -> dict:
                 "name": domain.name,
                 "tags": ", ".join(domain.tags),
                 "metadata": domain.metadata,
+                "cors_origins": "\n".join(domain.cors_origins),
             }
         ),
         "status_form": DomainStatusForm(

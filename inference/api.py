@@ -37,7 +37,9 @@ from inference.schemas import (
 )
 from tokens.authentication import bearer_value
 
-ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+# Every method a client may send; under /proxy/ each gets OpenAI's envelope (405 with the
+# right `Allow`, or 404), never Django's HTML.
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"]
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ERRORS = {code: ErrorResponse for code in (400, 401, 403, 404, 405, 413, 415, 429, 502, 503)}
 
@@ -283,9 +285,10 @@ async def retrieve_model(request: HttpRequest, domain_id: Path[str], model: str)
     return _json(_model_object(entry), {"x-request-id": request_id_of(request)})
 
 
-def _method_not_allowed(path: str, allowed: str) -> None:
+def _method_not_allowed(on: Router, path: str, allowed: str) -> None:
     """OpenAI's envelope for the other methods on a known path (ninja routes only `allowed`
-    to the real view, so this is the one place a method is checked)."""
+    to the real view, so this is the one place a method is checked). A CORS preflight from
+    an allowed origin never gets here (`inference.cors`)."""
     others = [m for m in ALL_METHODS if m != allowed]
 
     def refuse(request: HttpRequest):
@@ -303,7 +306,7 @@ def _method_not_allowed(path: str, allowed: str) -> None:
         refuse(request)
 
     view = not_allowed_model if "{path:model}" in path else not_allowed
-    router.api_operation(others, path, auth=None, include_in_schema=False)(view)
+    on.api_operation(others, path, auth=None, include_in_schema=False)(view)
 
 
 for _path in (
@@ -313,9 +316,9 @@ for _path in (
     "/audio/transcriptions",
     "/audio/translations",
 ):
-    _method_not_allowed(_path, "POST")
-_method_not_allowed("/models", "GET")
-_method_not_allowed("/models/{path:model}", "GET")
+    _method_not_allowed(router, _path, "POST")
+_method_not_allowed(router, "/models", "GET")
+_method_not_allowed(router, "/models/{path:model}", "GET")
 
 
 @router.api_operation(ALL_METHODS, "/{path:rest}", auth=None, include_in_schema=False)
@@ -420,3 +423,7 @@ async def attestation_policy(request: HttpRequest):
         return [attestation_selectors.policy_export(backend=backend) for backend in backends]
 
     return {"object": "list", "data": await sync_to_async(load)()}
+
+
+_method_not_allowed(attestation_router, "/attestation", "POST")
+_method_not_allowed(attestation_router, "/attestation/policy", "GET")

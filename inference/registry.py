@@ -1,7 +1,7 @@
 """The model registry as each process sees it, and the choice of backend for a request.
 
 The request path never touches the ORM for routing: each process keeps a snapshot of
-backends, models, deployments and per-domain access, refreshed in the background every
+backends, models, deployments, per-domain access and allowed browser origins, refreshed in the background every
 `CUBEAI_ROUTING_REFRESH_SECONDS`. Health is the database's view (background health checks
 and attestation) combined with this process's circuit breaker, which reacts at once.
 """
@@ -77,9 +77,16 @@ class Snapshot:
     """The registry as of one load."""
 
     def __init__(
-        self, backends: dict[int, Target], models: dict[str, ModelEntry], access, guardrails
+        self,
+        backends: dict[int, Target],
+        models: dict[str, ModelEntry],
+        access,
+        guardrails,
+        cors: dict[str, frozenset[str]] | None = None,
     ):
         self.backends = backends
+        # domain id -> the browser origins its admins allow to call the API (CORS)
+        self.cors = cors or {}
         self.models = models
         # domain id (or "" for the platform default) -> compiled guardrail pipeline
         self.guardrails = guardrails
@@ -148,7 +155,19 @@ def load_snapshot() -> Snapshot:
         entry = by_id.get(deployment.model_id)
         if entry is not None:
             entry.deployments.append((deployment.backend_id, deployment.upstream_model))
-    return Snapshot(backends, models, rules_by_domain(), load_guardrails())
+    return Snapshot(backends, models, rules_by_domain(), load_guardrails(), load_cors())
+
+
+def load_cors() -> dict[str, frozenset[str]]:
+    """The browser origins each live domain allows (only domains that allow any)."""
+    from domains.models import Domain
+
+    rows = Domain.objects.filter(deleted_at=None)
+    return {
+        str(pk): frozenset(origins)
+        for pk, origins in rows.values_list("pk", "cors_origins")
+        if origins
+    }
 
 
 def load_guardrails() -> dict:

@@ -13,8 +13,7 @@ import uuid
 import orjson
 import pytest
 
-from domains import permissions, services
-from domains.models import User
+from domains import permissions
 from inference import metering, pipeline
 from inference.context import Caller
 from inference.errors import InferenceError

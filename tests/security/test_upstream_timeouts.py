@@ -58,7 +58,7 @@ def last_seen(url: str, upstream_model: str) -> str:
 
 
 async def test_a_whole_answer_slower_than_the_first_byte_timeout_is_served_once(cast):
-    caller, slow, _, url = cast
+    caller, _, _, url = cast
     marker = f"slow-{uuid.uuid4().hex}"
     reply = await pipeline.chat(caller, ask("slow-answer", marker), request_id="req-slow")
     # 2 s of thinking is within the 3 s total: the slow backend answers, no one else ran it.
@@ -99,7 +99,7 @@ async def test_client_errors_and_cancellations_never_count_against_a_backend(cas
             await pipeline.chat(caller, ask("refuses", "x"), request_id=f"req-400-{attempt}")
         assert caught.value.status == 400
     # A client that leaves a stream, and one whose request is cancelled while waiting.
-    for attempt in range(3):
+    for _ in range(3):
         stream = await pipeline.chat(caller, ask("streams", "x", stream=True), request_id="s")
         async for _ in stream:
             break
