@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Path, Router, Schema
 from ninja.security.http import HttpBearer
@@ -24,6 +25,7 @@ from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.context import caller_for
 from inference.errors import InferenceError, RouteNotFound, envelope
+from inference.limits import rate_limiter
 from inference.models import Backend
 from inference.multipart import multipart_parse
 from inference.schemas import (
@@ -371,9 +373,19 @@ def _attested_backends(domain_id: str, *, backend: str | None, model: str | None
 
 @attestation_router.post("/attestation", url_name="attestation")
 async def attestation(request: HttpRequest, body: AttestationIn):
-    """Fresh evidence from each backend for the client's nonce, with the verification."""
+    """Fresh evidence from each backend for the client's nonce, with the verification.
+    Challenges cost the backends work: they are limited per token and per domain."""
     request_id_of(request)
     request.auth.require(permissions.ATTESTATION_READ)
+    await rate_limiter.check(
+        token_id=request.auth.token_id,
+        domain_id=request.auth.domain_id,
+        kind="attestation",
+        limits=(
+            settings.CUBEAI_ATTESTATION_CLIENT_TOKEN_RPM,
+            settings.CUBEAI_ATTESTATION_CLIENT_DOMAIN_RPM,
+        ),
+    )
     backends = await sync_to_async(_attested_backends)(
         request.auth.domain_id, backend=body.backend, model=body.model
     )

@@ -4,7 +4,8 @@
 before Django reads it whole (Django's ASGI handler spools the entire body first), with or
 without a Content-Length.
 `RateLimiter` counts requests per token and per domain in fixed one-minute windows, shared
-by all replicas through Redis when it is configured.
+by all replicas through Redis when it is configured: inference requests, and separately the
+clients' attestation challenges.
 """
 
 import asyncio
@@ -140,13 +141,25 @@ class RateLimiter:
             self._local = {k: v for k, v in self._local.items() if v[0] == window}
         return counts
 
-    async def check(self, *, token_id: int, domain_id: str) -> dict[str, str]:
-        """Count this request; raise 429 over a limit; return the x-ratelimit headers."""
+    async def check(
+        self,
+        *,
+        token_id: int,
+        domain_id: str,
+        kind: str = "requests",
+        limits: tuple[int, int] | None = None,
+    ) -> dict[str, str]:
+        """Count this request; raise 429 over a limit; return the x-ratelimit headers.
+
+        `kind` names a separate pair of counters with its own `limits` (per token, per
+        domain): "requests" is inference, "attestation" the clients' challenges."""
         now = time.time()
         window = int(now // 60)
         reset = 60 - int(now % 60)
-        limits = (settings.CUBEAI_RATE_LIMIT_TOKEN_RPM, settings.CUBEAI_RATE_LIMIT_DOMAIN_RPM)
-        keys = [f"rl:t:{token_id}:{window}", f"rl:d:{domain_id}:{window}"]
+        if limits is None:
+            limits = (settings.CUBEAI_RATE_LIMIT_TOKEN_RPM, settings.CUBEAI_RATE_LIMIT_DOMAIN_RPM)
+        prefix = "rl" if kind == "requests" else f"rl:{kind}"
+        keys = [f"{prefix}:t:{token_id}:{window}", f"{prefix}:d:{domain_id}:{window}"]
         token_count, domain_count = await self._count(keys, window)
         remaining = min(limits[0] - token_count, limits[1] - domain_count)
         headers = {
@@ -156,8 +169,9 @@ class RateLimiter:
         }
         if remaining < 0:
             scope = "token" if token_count > limits[0] else "domain"
+            what = "requests" if kind == "requests" else f"{kind} requests"
             raise RateLimited(
-                f"Rate limit reached for this {scope}: {limits[scope == 'domain']} requests per "
+                f"Rate limit reached for this {scope}: {limits[scope == 'domain']} {what} per "
                 f"minute. Retry after {reset} s.",
                 headers={**headers, "Retry-After": str(reset)},
             )

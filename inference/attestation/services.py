@@ -3,8 +3,11 @@ routing, expiry, and the records every challenge leaves."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import secrets
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +25,7 @@ from inference import attestation as att
 from inference import credentials
 from inference.attestation.challenge import NONCE_BYTES, Challenge, run_challenge, tee_of
 from inference.attestation.selectors import policy_active
+from inference.errors import RateLimited
 from inference.models import AttestationPolicy, AttestationRecord, Backend
 
 log = logging.getLogger(__name__)
@@ -174,22 +178,74 @@ def backends_expire_attestations(*, now: datetime | None = None) -> int:
     return count
 
 
+# Clients' challenges in flight in this process: backend id -> (nonce, its outcome).
+_client_in_flight: dict[int, tuple[bytes, asyncio.Future]] = {}
+_client_waiting: Counter[int] = Counter()
+
+
 async def client_challenge(*, backend: Backend, nonce: bytes) -> tuple[Challenge, str]:
     """Run the challenge with a client's nonce. It records the challenge but changes nothing
     about the backend: a client cannot move a backend in or out of routing. Returns the
-    challenge and the backend's currently pinned key hash."""
-    row = await sync_to_async(policy_active)(backend=backend)
-    challenge = await sync_to_async(run_challenge, thread_sensitive=False)(
-        backend=backend, nonce=nonce, policy_row=row, now=timezone.now()
+    challenge and the backend's currently pinned key hash.
+
+    One challenge of a backend is in flight at a time in a process: a concurrent request
+    with the same nonce gets its result, one with another nonce waits for it to end (its
+    evidence must bind its own nonce), and past `CUBEAI_ATTESTATION_CLIENT_QUEUE` waiting
+    it is a 429. What is stored is capped (`_record_client`)."""
+    while (current := _client_in_flight.get(backend.pk)) is not None:
+        current_nonce, outcome = current
+        if current_nonce != nonce and (
+            _client_waiting[backend.pk] >= settings.CUBEAI_ATTESTATION_CLIENT_QUEUE
+        ):
+            raise RateLimited(
+                "Too many attestation challenges of this backend at once; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        _client_waiting[backend.pk] += 1
+        try:
+            await asyncio.wait([outcome])
+        finally:
+            _client_waiting[backend.pk] -= 1
+        if current_nonce == nonce and outcome.result() is not None:
+            return outcome.result(), backend.pinned_key_sha256
+    outcome = asyncio.get_running_loop().create_future()
+    _client_in_flight[backend.pk] = (nonce, outcome)
+    challenge = None
+    try:
+        row = await sync_to_async(policy_active)(backend=backend)
+        challenge = await sync_to_async(run_challenge, thread_sensitive=False)(
+            backend=backend, nonce=nonce, policy_row=row, now=timezone.now()
+        )
+        await sync_to_async(_record_client)(backend=backend, challenge=challenge)
+    finally:
+        del _client_in_flight[backend.pk]
+        # None when it failed: a waiter with the same nonce then runs its own.
+        outcome.set_result(challenge)
+    return challenge, backend.pinned_key_sha256
+
+
+def _record_client(*, backend: Backend, challenge: Challenge) -> None:
+    """Store a client's challenge, capped: at most one record of a backend per
+    `CUBEAI_ATTESTATION_CLIENT_RECORD_SECONDS` (the client has the evidence in its answer),
+    and its evidence only when within `CUBEAI_ATTESTATION_MAX_STORED_BYTES`."""
+    since = timezone.now() - timedelta(seconds=settings.CUBEAI_ATTESTATION_CLIENT_RECORD_SECONDS)
+    recent = AttestationRecord.objects.filter(
+        backend=backend, trigger=AttestationRecord.Trigger.CLIENT, at__gte=since
     )
-    await sync_to_async(AttestationRecord.objects.create)(
+    if recent.exists():
+        return
+    fields = challenge.record_fields()
+    bulky = ("evidence", "auxblob", "tls_public_key")
+    size = sum(len(fields[name]) for name in bulky) + len(json.dumps(fields["cert_chain"]))
+    if size > settings.CUBEAI_ATTESTATION_MAX_STORED_BYTES:
+        fields.update({name: "" for name in bulky}, cert_chain=[])
+    AttestationRecord.objects.create(
         backend=backend,
         at=timezone.now(),
         trigger=AttestationRecord.Trigger.CLIENT,
         tee_type=backend.tee_type,
-        **challenge.record_fields(),
+        **fields,
     )
-    return challenge, backend.pinned_key_sha256
 
 
 def reattest_later(

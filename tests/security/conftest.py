@@ -7,7 +7,7 @@ import pytest
 from inference import metering, upstream
 from inference.models import Backend, Deployment, Model
 from inference.registry import registry
-from tests.inference.conftest import fake_upstream_url  # noqa: F401 (a fixture)
+from tests.inference.conftest import agent_url, fake_upstream_url  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
