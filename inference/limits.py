@@ -1,8 +1,8 @@
 """Request-size and request-rate limits of the OpenAI-compatible API.
 
-`BodyLimit` is ASGI middleware: it refuses an upload over the limit while it streams in,
-before Django reads it whole (Django's ASGI handler spools the entire body first), with or
-without a Content-Length.
+`BodyLimit` is ASGI middleware, on every path: it refuses a body over the limit while it
+streams in, before Django reads it whole (Django's ASGI handler spools the entire body
+first), with or without a Content-Length, and one that comes too slowly.
 `RateLimiter` counts requests per token and per domain in fixed one-minute windows, shared
 by all replicas through Redis when it is configured: inference requests, and separately the
 clients' attestation challenges.
@@ -11,12 +11,13 @@ clients' attestation challenges.
 import asyncio
 import re
 import time
+import uuid
 from typing import Any
 
 import orjson
 from django.conf import settings
 
-from inference.errors import RateLimited, RequestTooLarge, envelope
+from inference.errors import InferenceError, RateLimited, RequestTooLarge, envelope
 
 AUDIO_PATH = re.compile(r"^/proxy/[^/]+/v1/audio/")
 # After a 413 the rest of a refused upload is still read, and dropped, this long: closing at
@@ -27,7 +28,11 @@ LINGER_SECONDS = 2.0
 
 
 class BodyLimit:
-    """Answer 413 (OpenAI's envelope) as soon as a body passes its path's limit."""
+    """Every request's body, on every path: answer 413 as soon as it passes its path's size
+    limit, and 408 when it comes too slowly (`CUBEAI_BODY_READ_TIMEOUT` without a byte, or
+    not whole after `CUBEAI_BODY_TOTAL_TIMEOUT`), so a client that declares a length and
+    sends less never holds its connection. Under /proxy/ the answer is OpenAI's envelope,
+    elsewhere `{"detail": ...}` as the management API words its errors."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -35,59 +40,86 @@ class BodyLimit:
     def _limit(self, path: str) -> int:
         if AUDIO_PATH.match(path):
             return settings.CUBEAI_MAX_AUDIO_BYTES
-        return settings.CUBEAI_MAX_JSON_BYTES if path.startswith("/proxy/") else 0
+        return settings.CUBEAI_MAX_JSON_BYTES
 
     async def __call__(self, scope, receive, send):
-        limit = self._limit(scope["path"]) if scope["type"] == "http" else 0
-        if not limit:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        path = scope["path"]
+        limit = self._limit(path)
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                return await self._refuse(receive, send, limit)
+                return await self._refuse(receive, send, path, RequestTooLarge(limit))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.CUBEAI_BODY_TOTAL_TIMEOUT
         received = 0
-        exceeded = False
+        whole = False
+        refusal: InferenceError | None = None
 
         async def limited_receive():
-            nonlocal received, exceeded
-            message = await receive()
+            nonlocal received, whole, refusal
+            if whole:
+                # The body is in; what follows is the wait for a disconnect.
+                return await receive()
+            if refusal is not None:
+                return {"type": "http.disconnect"}
+            wait = min(settings.CUBEAI_BODY_READ_TIMEOUT, deadline - loop.time())
+            try:
+                async with asyncio.timeout(max(wait, 0)):
+                    message = await receive()
+            except TimeoutError:
+                refusal = BodyTooSlow()
+                # Tell the app the client went away; it stops reading at once.
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    exceeded = True
-                    # Tell the app the client went away; it stops reading at once.
+                    refusal = RequestTooLarge(limit)
                     return {"type": "http.disconnect"}
+                whole = not message.get("more_body", False)
             return message
 
         started = False
 
         async def tracking_send(message):
             nonlocal started
-            if exceeded:
+            if refusal is not None:
                 return
             started = True
             await send(message)
 
         await self.app(scope, limited_receive, tracking_send)
-        if exceeded and not started:
-            await self._refuse(receive, send, limit)
+        if refusal is not None and not started:
+            await self._refuse(receive, send, path, refusal)
 
-    async def _refuse(self, receive, send, limit: int) -> None:
-        body = orjson.dumps(envelope(RequestTooLarge(limit)))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+    async def _refuse(self, receive, send, path: str, error: InferenceError) -> None:
+        if path.startswith("/proxy/"):
+            body = orjson.dumps(envelope(error))
+        else:
+            body = orjson.dumps({"detail": error.message})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        if path.startswith("/proxy/"):
+            headers.append((b"x-request-id", f"req_{uuid.uuid4().hex}".encode()))
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": True})
-        await _discard_for_a_while(receive)
+        if isinstance(error, RequestTooLarge):
+            await _discard_for_a_while(receive)
         # The response ends here, and the server closes the connection (`connection: close`).
         await send({"type": "http.response.body", "body": b""})
+
+
+class BodyTooSlow(InferenceError):
+    """The body did not arrive in time (408): the connection is closed."""
+
+    status = 408
+    code = "request_timeout"
+
+    def __init__(self) -> None:
+        super().__init__("The request body did not arrive in time.", type="invalid_request_error")
 
 
 async def _discard_for_a_while(receive) -> None:

@@ -212,6 +212,7 @@ def live_server_process(django_db_setup, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "uvicorn.log"
     command = [sys.executable, "-m", "uvicorn", "cubeai.asgi:application", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--log-level", "warning"]
+    command += ["--http", "cubeai.server:HttpToolsProtocol"]
     with log_path.open("w") as log:
         process = subprocess.Popen(
             command,

@@ -166,6 +166,7 @@ def start_gateway(tmp: Path, **settings: str):
     )
     command = [sys.executable, "-m", "uvicorn", "cubeai.asgi:application", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--log-level", "warning"]
+    command += ["--http", "cubeai.server:HttpToolsProtocol"]
     process = start_process(
         command, env=env, ready_url=f"http://127.0.0.1:{port}/healthz", log_path=tmp / "web.log"
     )

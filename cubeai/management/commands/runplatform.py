@@ -59,7 +59,7 @@ class Command(BaseCommand):
                 python, "-m", "uvicorn", "cubeai.asgi:application",
                 "--host", options["host"], "--port", str(options["port"]),
                 "--workers", str(options["web_workers"]), "--no-server-header",
-                "--loop", "uvloop", "--http", "httptools",
+                "--loop", "uvloop", "--http", "cubeai.server:HttpToolsProtocol",
             ],
             "worker": [
                 python, "-m", "celery", "-A", "cubeai", "worker", "--beat",
