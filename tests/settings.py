@@ -10,5 +10,9 @@ os.environ["DJANGO_DEBUG"] = "true"
 # Every test client is 127.0.0.1 and many tests fail authentication on purpose; the limit on
 # failed attempts per address is tested on its own (tests/security/test_abuse_before_auth.py).
 os.environ.setdefault("CUBEAI_AUTH_FAILURES_PER_MINUTE", "1000000")
+# Likewise clients' attestation challenges, whose limits are tested on their own
+# (tests/security/test_attestation_abuse.py).
+os.environ.setdefault("CUBEAI_ATTESTATION_CLIENT_TOKEN_RPM", "1000000")
+os.environ.setdefault("CUBEAI_ATTESTATION_CLIENT_DOMAIN_RPM", "1000000")
 
 from cubeai.settings import *  # noqa: F403

@@ -112,13 +112,18 @@ ROUTES: dict[str, dict[str, Rule]] = {
     "": {"GET": public(302)},
     "healthz": {"GET": public(200)},
     "readyz": {"GET": public(200)},
-    # The OpenAI-compatible API.
+    # The OpenAI-compatible API; every other path under /proxy/ is its 404.
+    "^proxy/?$": {"GET": public(404), "POST": public(404)},
     "proxy/": {"GET": public(404)},
+    "^proxy/(?P<rest>.*)$": {"GET": public(404), "OPTIONS": public(404), "TRACE": public(404)},
     "proxy/openapi.json": {"GET": public(200)},
     "proxy/docs": {"GET": public(200)},
     "proxy/<domain_id>/v1/chat/completions": {
         "POST": scoped(404, p.CHAT, body=CHAT),
         "GET": public(405),
+        "OPTIONS": public(405),
+        "HEAD": public(405),
+        "TRACE": public(405),
     },
     "proxy/<domain_id>/v1/completions": {
         "POST": scoped(404, p.COMPLETIONS, body={"model": "nope", "prompt": "hi"}),
@@ -143,9 +148,14 @@ ROUTES: dict[str, dict[str, Rule]] = {
     },
     "proxy/<domain_id>/v1/<path:rest>": {"GET": public(404), "POST": public(404)},
     "proxy/<domain_id>/attestation": {
-        "POST": scoped(200, p.ATTESTATION_READ, body={"nonce": "ab" * 32})
+        "POST": scoped(200, p.ATTESTATION_READ, body={"nonce": "ab" * 32}),
+        "GET": public(405),
+        "OPTIONS": public(405),
     },
-    "proxy/<domain_id>/attestation/policy": {"GET": scoped(200, p.ATTESTATION_READ)},
+    "proxy/<domain_id>/attestation/policy": {
+        "GET": scoped(200, p.ATTESTATION_READ),
+        "POST": public(405),
+    },
     # The management API.
     "api/schema/": {"GET": public(200)},
     "api/docs/": {"GET": public(200)},
@@ -264,7 +274,7 @@ def fill(route: str, values: dict[str, str]) -> str:
     """A concrete path for a route, with `values` for its parameters."""
     path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: values[m.group(1)], route)
     path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: values[m.group(1)], path)
-    return "/" + path.replace("^", "").replace("$", "")
+    return "/" + path.replace("^", "").replace("$", "").replace("?", "")
 
 
 def drf_methods(pattern: URLPattern) -> set[str] | None:
@@ -370,6 +380,8 @@ def test_what_each_credential_gets_on_every_route(client, cast, settings):
     # limiter's Redis client belongs to the loop that made it.
     settings.REDIS_URL = ""
     settings.CUBEAI_RATE_LIMIT_TOKEN_RPM = settings.CUBEAI_RATE_LIMIT_DOMAIN_RPM = 10**6
+    settings.CUBEAI_ATTESTATION_CLIENT_TOKEN_RPM = 10**6
+    settings.CUBEAI_ATTESTATION_CLIENT_DOMAIN_RPM = 10**6
     values = {
         "domain_id": cast.domain_id,
         "model": "nope",
