@@ -19,6 +19,8 @@ from cubeai.lib.batches import delete_in_batches
 log = logging.getLogger(__name__)
 
 _buffer: list[dict] = []
+# Audit events the request path raises (a budget's 80 % warning), written with the usage.
+_audit_buffer: list[dict] = []
 _scheduled: set[asyncio.AbstractEventLoop] = set()
 
 
@@ -26,6 +28,18 @@ def record(**event) -> None:
     """Queue one event; see inference.models.UsageEvent for the fields."""
     event.setdefault("created_at", timezone.now())
     _buffer.append(event)
+    _schedule()
+
+
+def audit(**event) -> None:
+    """Queue one audit event (domains.models.AuditEvent's fields, no actor), written with
+    the next batch of usage: the request path itself writes nothing."""
+    event.setdefault("created_at", timezone.now())
+    _audit_buffer.append(event)
+    _schedule()
+
+
+def _schedule() -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -53,6 +67,15 @@ def drain() -> list[dict]:
 def write(batch: list[dict]) -> None:
     from inference.models import UsageEvent
 
+    audits = _audit_buffer[:]
+    _audit_buffer.clear()
+    if audits:
+        from domains.models import AuditEvent
+
+        try:
+            AuditEvent.objects.bulk_create([AuditEvent(**event) for event in audits])
+        except Exception:
+            log.exception("could not write %d audit events", len(audits))
     if batch:
         try:
             UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
