@@ -116,9 +116,7 @@ def test_the_sqlite_store_holds_across_processes(tmp_path):
     path, name = str(tmp_path / "shared.sqlite3"), key()
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    workers = [
-        context.Process(target=_hammer, args=(path, name, 15, results)) for _ in range(4)
-    ]
+    workers = [context.Process(target=_hammer, args=(path, name, 15, results)) for _ in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
