@@ -344,6 +344,8 @@ async def _generate(call: Call, params: dict) -> Reply | Stream:
 async def _admit(call: Call, params: dict) -> tuple[ModelEntry, list[tuple[Target, str]]]:
     """Limits and budgets, permission, model access and routing, capabilities and context
     length."""
+    model = params.get("model")
+    call.model = model if isinstance(model, str) else ""
     call.ticket = await gate.admit(
         domain_id=call.caller.domain_id,
         token_id=call.caller.token_id,
