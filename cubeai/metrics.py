@@ -120,7 +120,15 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 _started: dict[str, float] = {}
 
 
+_connected = False
+
+
 def connect_celery_signals() -> None:
+    """Count every task's runs by state, and time them (once per process)."""
+    global _connected
+    if _connected:
+        return
+    _connected = True
     from celery import signals
 
     @signals.task_prerun.connect(weak=False)

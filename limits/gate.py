@@ -306,6 +306,13 @@ async def settle(ticket: Ticket, *, total_tokens: int, domain_id: str) -> None:
         quotas=[(quota, delta) for quota in ticket.plan.quotas],
         streams=ticket.plan.streams,
     )
+    memory = _stores.get("memory")
+    if ticket.store is memory and settings.REDIS_URL:
+        # Admitted while Redis was unreachable: the shared budgets never saw the
+        # reservation, so they are charged the whole count once Redis answers again.
+        await memory.settle(settlement)
+        _pending.append(Settlement([], [(quota, total_tokens) for quota in ticket.plan.quotas]))
+        return
     try:
         warned = await ticket.store.settle(settlement)
     except Unavailable:
