@@ -149,3 +149,31 @@ def test_staff_edit_limits_in_the_admin_with_the_same_validation(client, domain,
     assert response.status_code == 200
     assert "at least 1" in response.content.decode()
     assert not DomainLimits.objects.exists()
+
+
+def test_the_management_api_schema_documents_the_limits_endpoints(client):
+    paths = client.get("/api/schema/", {"format": "json"}).json()["paths"]
+    assert "patch" in paths["/api/domains/{domain_id}/limits/"]
+    assert "put" in paths["/api/domains/{domain_id}/limits/tokens/{token_id}/"]
+
+
+def test_the_grafana_dashboard_queries_the_metrics_series():
+    import json
+    from pathlib import Path
+
+    from django.conf import settings
+
+    dashboard = json.loads((Path(settings.BASE_DIR) / "deploy/grafana-dashboard.json").read_text())
+    queries = " ".join(t["expr"] for panel in dashboard["panels"] for t in panel["targets"])
+    for series in (
+        "cubeai_requests_total",
+        "cubeai_request_duration_seconds_bucket",
+        "cubeai_streams_in_flight",
+        "cubeai_upstream_duration_seconds_bucket",
+        "cubeai_guardrails_duration_seconds_bucket",
+        "cubeai_limit_rejections_total",
+        "cubeai_breaker_open",
+        "cubeai_jobs_total",
+        "cubeai_job_duration_seconds_bucket",
+    ):
+        assert series in queries, series
