@@ -361,8 +361,8 @@ CUBEAI_UPSTREAM_MAX_CONNECTIONS = envint("CUBEAI_UPSTREAM_MAX_CONNECTIONS", "512
 CUBEAI_MAX_AUDIO_BYTES = envint("CUBEAI_MAX_AUDIO_BYTES", str(25 * 1024 * 1024))
 CUBEAI_MAX_JSON_BYTES = envint("CUBEAI_MAX_JSON_BYTES", str(4 * 1024 * 1024))
 CUBEAI_USAGE_FLUSH_SECONDS = float(os.environ.get("CUBEAI_USAGE_FLUSH_SECONDS", "1"))
-# Limits and quotas (README.md, "Limits and quotas"): the platform defaults, which a domain's admins may
-# change within the maxima below (0 for a budget: none).
+# Limits and quotas (README.md, "Limits and quotas"): the platform defaults, which a
+# domain's admins may change within the maxima below.
 CUBEAI_RATE_LIMIT_TOKEN_RPM = envint("CUBEAI_RATE_LIMIT_TOKEN_RPM", "600")
 CUBEAI_RATE_LIMIT_DOMAIN_RPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_RPM", "6000")
 CUBEAI_RATE_LIMIT_TOKEN_TPM = envint("CUBEAI_RATE_LIMIT_TOKEN_TPM", "200000")

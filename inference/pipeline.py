@@ -443,18 +443,15 @@ def _classifier(call: Call):
 
     async def classify(text: str, model: str) -> Classification:
         guard_call = Call(call.caller, GUARD, call.request_id)
+        params = {
+            "model": model,
+            "messages": [{"role": "user", "content": text}],
+            "temperature": 0,
+            "max_tokens": 8,
+        }
         async with _recorded(guard_call):
-            _, candidates = await _admit(guard_call, {"model": model})
-            body = await _forward_json(
-                guard_call,
-                candidates,
-                {
-                    "model": model,
-                    "messages": [{"role": "user", "content": text}],
-                    "temperature": 0,
-                    "max_tokens": 8,
-                },
-            )
+            _, candidates = await _admit(guard_call, params)
+            body = await _forward_json(guard_call, candidates, params)
         choice = (body.get("choices") or [{}])[0]
         label = (choice.get("message") or {}).get("content") or ""
         return Classification(label=label.split()[0].lower() if label.strip() else "", score=1.0)

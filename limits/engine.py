@@ -390,6 +390,13 @@ class SQLiteStore:
         return connection
 
     def _run(self, step, argument):
+        try:
+            return self._transaction(step, argument)
+        except sqlite3.OperationalError as exc:
+            # Locked past the timeout, or the file is unusable: as if Redis were down.
+            raise Unavailable(str(exc)) from None
+
+    def _transaction(self, step, argument):
         connection = self._connection()
         connection.execute("BEGIN IMMEDIATE")
         try:

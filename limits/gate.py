@@ -300,10 +300,15 @@ async def settle(ticket: Ticket, *, total_tokens: int, domain_id: str) -> None:
     if ticket.settled:
         return
     ticket.settled = True
-    delta = total_tokens - ticket.reserved
+    # Each limit is charged the real count less what it was charged up front (a rate's
+    # reservation is capped at its limit).
     settlement = Settlement(
-        rates=[(rate, delta) for rate in ticket.plan.rates if rate.kind == "tokens" and delta],
-        quotas=[(quota, delta) for quota in ticket.plan.quotas],
+        rates=[
+            (rate, total_tokens - rate.cost)
+            for rate in ticket.plan.rates
+            if rate.kind == "tokens" and total_tokens != rate.cost
+        ],
+        quotas=[(quota, total_tokens - quota.cost) for quota in ticket.plan.quotas],
         streams=ticket.plan.streams,
     )
     memory = _stores.get("memory")

@@ -62,6 +62,8 @@ def pair(django_db_setup, django_db_blocker, fake_upstream_url, tmp_path_factory
         )
         model = Model.objects.create(name="limits-echo", tasks=["chat"], context_length=2048)
         Deployment.objects.create(model=model, backend=backend, upstream_model="echo")
+        slow = Model.objects.create(name="limits-slow", tasks=["chat"], context_length=2048)
+        Deployment.objects.create(model=slow, backend=backend, upstream_model="slow-stream")
         processes, urls, logs = [], [], []
         for index in range(2):
             folder = tmp / f"gateway-{index}"
@@ -77,7 +79,7 @@ def pair(django_db_setup, django_db_blocker, fake_upstream_url, tmp_path_factory
         Domain.objects.filter(route="limits-e2e").delete()
         User.objects.filter(email="limits-owner@example.com").delete()
         Backend.objects.filter(name="limits-fake").delete()
-        Model.objects.filter(name="limits-echo").delete()
+        Model.objects.filter(name__in=["limits-echo", "limits-slow"]).delete()
 
 
 def new_token(pair: Pair, **limits) -> tuple[str, int]:
@@ -149,6 +151,32 @@ def test_a_tokens_per_minute_limit_holds_across_both_servers(pair):
     assert refused, "the limit never refused"
     assert all("tokens per minute" in a.json()["error"]["message"] for a in refused)
     assert all(a.headers["x-ratelimit-limit-tokens"] == "100" for a in refused)
+
+
+def test_concurrent_streams_per_token_hold_across_both_servers(pair):
+    secret, _ = new_token(pair, concurrent_streams=1)
+    body = {"model": "limits-slow", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {secret}"}
+    with httpx.stream(
+        "POST",
+        f"{pair.api(0)}/chat/completions",
+        json={**body, "stream": True},
+        headers=headers,
+        timeout=30,
+    ) as first:
+        assert first.status_code == 200
+        second = chat(pair, 1, secret, model="limits-slow", stream=True)
+        assert second.status_code == 429
+        assert second.json()["error"]["limit"] == "concurrent_streams"
+        assert second.headers["Retry-After"] == "1"
+        # A call that does not stream needs no slot.
+        assert chat(pair, 1, secret).status_code == 200
+        assert "[DONE]" in first.read().decode()
+    deadline = time.monotonic() + 5
+    while (again := chat(pair, 1, secret, stream=True)).status_code == 429:
+        assert time.monotonic() < deadline, "the slot was not freed"
+        time.sleep(0.1)
+    assert again.status_code == 200
 
 
 def _signed_in(base: str) -> httpx.Client:
@@ -346,6 +374,6 @@ def test_each_call_is_one_json_log_line_without_secrets_or_content(pair):
     assert entry["model"] == "limits-echo" and entry["backend"] == "limits-fake"
     assert entry["status"] == 200 and entry["latency_ms"] > 0
     assert entry["upstream_ms"] is not None and entry["guardrails_ms"] is not None
-    assert entry["total_tokens"] if "total_tokens" in entry else entry["prompt_tokens"] >= 0
+    assert (entry["prompt_tokens"], entry["completion_tokens"]) == (5, 3)  # the backend's
     assert secret not in text and "zebra-prompt" not in text and "echo:" not in text
     assert committed(lambda: Token.objects.filter(pk=token_id).exists())
