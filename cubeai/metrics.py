@@ -8,7 +8,8 @@ models are the registered ones ("unknown" for any other name a client sends), ba
 are the registered ones.
 
 `/metrics` needs `Authorization: Bearer <CUBEAI_METRICS_TOKEN>`, or a client address in
-`CUBEAI_METRICS_ALLOWED_NETWORKS`; with neither set it answers 404.
+`CUBEAI_METRICS_ALLOWED_NETWORKS`; with neither set it answers 404. A Celery worker serves
+its own on `CUBEAI_METRICS_WORKER_PORT` (off by default) behind the same credential.
 """
 
 import hmac
@@ -83,36 +84,65 @@ def observe_call(*, endpoint: str, model: str, status: int, seconds: float) -> N
     REQUEST_SECONDS.labels(endpoint, model, str(status)).observe(seconds)
 
 
-def _allowed(request: HttpRequest) -> bool:
+def _allowed(authorization: str, address: str) -> bool:
+    """The metrics credential: the bearer token, or a client in an allowed network."""
     token = settings.CUBEAI_METRICS_TOKEN
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header.startswith("Bearer ") else ""
+    given = authorization[7:].strip() if authorization.startswith("Bearer ") else ""
     if token and given and hmac.compare_digest(given.encode(), token.encode()):
         return True
     try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR") or "")
+        client = ipaddress.ip_address(address or "")
     except ValueError:
         return False
-    for network in settings.CUBEAI_METRICS_ALLOWED_NETWORKS:
-        if address in ipaddress.ip_network(network, strict=False):
-            return True
-    return False
+    return any(
+        client in ipaddress.ip_network(network, strict=False)
+        for network in settings.CUBEAI_METRICS_ALLOWED_NETWORKS
+    )
+
+
+def _enabled() -> bool:
+    return bool(settings.CUBEAI_METRICS_TOKEN or settings.CUBEAI_METRICS_ALLOWED_NETWORKS)
+
+
+def _registry():
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """`GET /metrics`: Prometheus' text format, every process of the folder added up."""
-    if not settings.CUBEAI_METRICS_TOKEN and not settings.CUBEAI_METRICS_ALLOWED_NETWORKS:
+    if not _enabled():
         raise Http404()
-    if not _allowed(request):
+    if not _allowed(request.headers.get("Authorization", ""), request.META.get("REMOTE_ADDR")):
         response = HttpResponse("Forbidden\n", status=403, content_type="text/plain")
         response["WWW-Authenticate"] = "Bearer"
         return response
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def serve_worker_metrics(port: int, host: str):
+    """The Celery worker's own `/metrics` (a thread of its main process), behind the same
+    credential as the web's; for a worker that shares no metrics folder with a web process."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    def app(environ, start_response):
+        if not _allowed(environ.get("HTTP_AUTHORIZATION", ""), environ.get("REMOTE_ADDR", "")):
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [b"Forbidden\n"]
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE_LATEST)])
+        return [generate_latest(_registry())]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    server = make_server(host, port, app, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+    return server
 
 
 # Celery: every task, whatever app defines it, through the signals. ----------------------
@@ -146,6 +176,12 @@ def connect_celery_signals() -> None:
     @signals.task_retry.connect(weak=False)
     def _retry(request=None, **_):
         JOBS.labels(getattr(request, "task", "unknown"), "retry").inc()
+
+    @signals.worker_ready.connect(weak=False)
+    def _serve(**_):
+        port = settings.CUBEAI_METRICS_WORKER_PORT
+        if port and _enabled():
+            serve_worker_metrics(port, settings.CUBEAI_METRICS_WORKER_HOST)
 
     @signals.worker_process_shutdown.connect(weak=False)
     def _shutdown(pid=None, **_):

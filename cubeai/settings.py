@@ -391,6 +391,9 @@ CUBEAI_LIMITS_SQLITE_PATH = os.environ.get(
 # separated CIDRs); with neither, /metrics answers 404.
 CUBEAI_METRICS_TOKEN = envsecret("CUBEAI_METRICS_TOKEN")
 CUBEAI_METRICS_ALLOWED_NETWORKS = envlist("CUBEAI_METRICS_ALLOWED_NETWORKS", "")
+# A Celery worker's own /metrics (0: none; with runplatform the web's /metrics shows it).
+CUBEAI_METRICS_WORKER_PORT = envint("CUBEAI_METRICS_WORKER_PORT", "0")
+CUBEAI_METRICS_WORKER_HOST = os.environ.get("CUBEAI_METRICS_WORKER_HOST", "127.0.0.1")
 DATA_UPLOAD_MAX_MEMORY_SIZE = CUBEAI_MAX_JSON_BYTES
 
 # Attestation of backends (inference/attestation/README.md).
