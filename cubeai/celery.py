@@ -12,6 +12,14 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+@app.on_after_configure.connect
+def _metrics(sender: Celery, **kwargs) -> None:
+    # Jobs by state and their durations, for every task of every app (cubeai/metrics.py).
+    from cubeai.metrics import connect_celery_signals
+
+    connect_celery_signals()
+
+
 def celery_folders(conf) -> list[Path]:
     """The folders the configured broker, result backend and beat schedule write into."""
     folders = [Path(conf.beat_schedule_filename).parent]

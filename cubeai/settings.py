@@ -113,6 +113,7 @@ INSTALLED_APPS = [
     "tokens",
     "inference",
     "guardrails",
+    "limits",
 ]
 
 MIDDLEWARE = [
@@ -294,9 +295,24 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json_line": {"format": "%(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "json_lines": {"class": "logging.StreamHandler", "formatter": "json_line"},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("CUBEAI_LOG_LEVEL", "INFO")},
+    # One JSON object a line per API call (inference/pipeline.py), for log shippers;
+    # CUBEAI_REQUEST_LOG_LEVEL=WARNING silences it.
+    "loggers": {
+        "cubeai.requests": {
+            "handlers": ["json_lines"],
+            "level": os.environ.get("CUBEAI_REQUEST_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        }
+    },
 }
 
 
@@ -359,8 +375,39 @@ CUBEAI_BODY_READ_TIMEOUT = float(os.environ.get("CUBEAI_BODY_READ_TIMEOUT", "15"
 CUBEAI_BODY_TOTAL_TIMEOUT = float(os.environ.get("CUBEAI_BODY_TOTAL_TIMEOUT", "300"))
 CUBEAI_MAX_JSON_DEPTH = envint("CUBEAI_MAX_JSON_DEPTH", "64")
 CUBEAI_USAGE_FLUSH_SECONDS = float(os.environ.get("CUBEAI_USAGE_FLUSH_SECONDS", "1"))
+# Limits and quotas (README.md, "Limits and quotas"): the platform defaults, which a
+# domain's admins may change within the maxima below.
 CUBEAI_RATE_LIMIT_TOKEN_RPM = envint("CUBEAI_RATE_LIMIT_TOKEN_RPM", "600")
 CUBEAI_RATE_LIMIT_DOMAIN_RPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_RPM", "6000")
+CUBEAI_RATE_LIMIT_TOKEN_TPM = envint("CUBEAI_RATE_LIMIT_TOKEN_TPM", "200000")
+CUBEAI_RATE_LIMIT_DOMAIN_TPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_TPM", "2000000")
+CUBEAI_RATE_LIMIT_TOKEN_STREAMS = envint("CUBEAI_RATE_LIMIT_TOKEN_STREAMS", "20")
+CUBEAI_LIMITS_MAX_RPM = envint("CUBEAI_LIMITS_MAX_RPM", "100000")
+CUBEAI_LIMITS_MAX_TPM = envint("CUBEAI_LIMITS_MAX_TPM", "100000000")
+CUBEAI_LIMITS_MAX_STREAMS = envint("CUBEAI_LIMITS_MAX_STREAMS", "1000")
+CUBEAI_LIMITS_MAX_MONTHLY_TOKENS = envint("CUBEAI_LIMITS_MAX_MONTHLY_TOKENS", str(10**12))
+# Tokens reserved for the completion of a request without `max_tokens`, settled after.
+CUBEAI_LIMITS_COMPLETION_RESERVE = envint("CUBEAI_LIMITS_COMPLETION_RESERVE", "512")
+# A change of limits reaches every process within this many seconds.
+CUBEAI_LIMITS_CACHE_SECONDS = float(os.environ.get("CUBEAI_LIMITS_CACHE_SECONDS", "2"))
+# A stream whose process died frees its concurrency slot after this long.
+CUBEAI_LIMITS_STREAM_TTL_SECONDS = envint("CUBEAI_LIMITS_STREAM_TTL_SECONDS", "900")
+CUBEAI_LIMITS_REDIS_TIMEOUT_SECONDS = float(
+    os.environ.get("CUBEAI_LIMITS_REDIS_TIMEOUT_SECONDS", "0.5")
+)
+# Retry-After of a fail-closed domain's 503 while Redis is unreachable.
+CUBEAI_LIMITS_UNAVAILABLE_RETRY_SECONDS = envint("CUBEAI_LIMITS_UNAVAILABLE_RETRY_SECONDS", "5")
+# The embedded default's limiter store, shared by the machine's processes.
+CUBEAI_LIMITS_SQLITE_PATH = os.environ.get(
+    "CUBEAI_LIMITS_SQLITE_PATH", str(DATA_DIR / "limits.sqlite3")
+)
+# Prometheus /metrics: a bearer token, or client networks allowed without one (comma-
+# separated CIDRs); with neither, /metrics answers 404.
+CUBEAI_METRICS_TOKEN = envsecret("CUBEAI_METRICS_TOKEN")
+CUBEAI_METRICS_ALLOWED_NETWORKS = envlist("CUBEAI_METRICS_ALLOWED_NETWORKS", "")
+# A Celery worker's own /metrics (0: none; with runplatform the web's /metrics shows it).
+CUBEAI_METRICS_WORKER_PORT = envint("CUBEAI_METRICS_WORKER_PORT", "0")
+CUBEAI_METRICS_WORKER_HOST = os.environ.get("CUBEAI_METRICS_WORKER_HOST", "127.0.0.1")
 DATA_UPLOAD_MAX_MEMORY_SIZE = CUBEAI_MAX_JSON_BYTES
 
 # Attestation of backends (inference/attestation/README.md).

@@ -7,11 +7,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cubeai import views
 from cubeai.api import api, not_found
+from cubeai.metrics import metrics_view
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard", permanent=False)),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     # Under /proxy/ every answer is OpenAI's: what the API does not route is its 404.
     re_path(r"^proxy/?$", not_found),
@@ -23,8 +25,10 @@ urlpatterns = [
     path("api/", include("domains.urls_api")),
     path("api/", include("tokens.urls_api")),
     path("api/", include("guardrails.urls_api")),
+    path("api/", include("limits.urls_api")),
     path("profile/tokens/", include("tokens.urls")),
     path("", include("inference.urls")),
     path("", include("domains.urls")),
     path("", include("guardrails.urls")),
+    path("", include("limits.urls")),
 ]

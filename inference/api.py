@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Path, Router, Schema
 from ninja.security.http import HttpBearer
@@ -25,7 +24,6 @@ from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.context import caller_for
 from inference.errors import InferenceError, RouteNotFound, envelope
-from inference.limits import rate_limiter
 from inference.models import Backend
 from inference.multipart import multipart_parse
 from inference.schemas import (
@@ -37,6 +35,7 @@ from inference.schemas import (
     Model,
     ModelList,
 )
+from limits import gate
 from tokens.authentication import bearer_value
 
 # Every method a client may send; under /proxy/ each gets OpenAI's envelope (405 with the
@@ -377,15 +376,7 @@ async def attestation(request: HttpRequest, body: AttestationIn):
     Challenges cost the backends work: they are limited per token and per domain."""
     request_id_of(request)
     request.auth.require(permissions.ATTESTATION_READ)
-    await rate_limiter.check(
-        token_id=request.auth.token_id,
-        domain_id=request.auth.domain_id,
-        kind="attestation",
-        limits=(
-            settings.CUBEAI_ATTESTATION_CLIENT_TOKEN_RPM,
-            settings.CUBEAI_ATTESTATION_CLIENT_DOMAIN_RPM,
-        ),
-    )
+    await gate.admit_challenge(domain_id=request.auth.domain_id, token_id=request.auth.token_id)
     backends = await sync_to_async(_attested_backends)(
         request.auth.domain_id, backend=body.backend, model=body.model
     )

@@ -1,23 +1,18 @@
-"""Request-size and request-rate limits of the OpenAI-compatible API.
+"""Request-size limits of the OpenAI-compatible API (rates and budgets: the `limits` app).
 
 `BodyLimit` is ASGI middleware, on every path: it refuses a body over the limit while it
 streams in, before Django reads it whole (Django's ASGI handler spools the entire body
 first), with or without a Content-Length, and one that comes too slowly.
-`RateLimiter` counts requests per token and per domain in fixed one-minute windows, shared
-by all replicas through Redis when it is configured: inference requests, and separately the
-clients' attestation challenges.
 """
 
 import asyncio
 import re
-import time
 import uuid
-from typing import Any
 
 import orjson
 from django.conf import settings
 
-from inference.errors import InferenceError, RateLimited, RequestTooLarge, envelope
+from inference.errors import InferenceError, RequestTooLarge, envelope
 
 AUDIO_PATH = re.compile(r"^/proxy/[^/]+/v1/audio/")
 # After a 413 the rest of a refused upload is still read, and dropped, this long: closing at
@@ -133,81 +128,3 @@ async def _discard_for_a_while(receive) -> None:
             return
         if message["type"] != "http.request" or not message.get("more_body"):
             return
-
-
-class RateLimiter:
-    """Fixed one-minute windows per token and per domain."""
-
-    def __init__(self) -> None:
-        self._local: dict[str, tuple[int, int]] = {}
-        # One client per event loop: an asyncio client belongs to the loop that made it, and
-        # a Celery task or a test runs a loop of its own.
-        self._clients: dict[asyncio.AbstractEventLoop, Any] = {}
-
-    def _client(self):
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            import redis.asyncio
-
-            for old in [old for old in self._clients if old.is_closed()]:
-                del self._clients[old]
-            client = self._clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-        return client
-
-    async def _count(self, keys: list[str], window: int) -> list[int]:
-        if settings.REDIS_URL:
-            pipe = self._client().pipeline(transaction=False)
-            for key in keys:
-                pipe.incr(key)
-                pipe.expire(key, 61, nx=True)
-            results = await pipe.execute()
-            return [int(v) for v in results[0::2]]
-        counts = []
-        for key in keys:
-            seen_window, count = self._local.get(key, (window, 0))
-            count = count + 1 if seen_window == window else 1
-            self._local[key] = (window, count)
-            counts.append(count)
-        if len(self._local) > 100_000:
-            self._local = {k: v for k, v in self._local.items() if v[0] == window}
-        return counts
-
-    async def check(
-        self,
-        *,
-        token_id: int,
-        domain_id: str,
-        kind: str = "requests",
-        limits: tuple[int, int] | None = None,
-    ) -> dict[str, str]:
-        """Count this request; raise 429 over a limit; return the x-ratelimit headers.
-
-        `kind` names a separate pair of counters with its own `limits` (per token, per
-        domain): "requests" is inference, "attestation" the clients' challenges."""
-        now = time.time()
-        window = int(now // 60)
-        reset = 60 - int(now % 60)
-        if limits is None:
-            limits = (settings.CUBEAI_RATE_LIMIT_TOKEN_RPM, settings.CUBEAI_RATE_LIMIT_DOMAIN_RPM)
-        prefix = "rl" if kind == "requests" else f"rl:{kind}"
-        keys = [f"{prefix}:t:{token_id}:{window}", f"{prefix}:d:{domain_id}:{window}"]
-        token_count, domain_count = await self._count(keys, window)
-        remaining = min(limits[0] - token_count, limits[1] - domain_count)
-        headers = {
-            "x-ratelimit-limit-requests": str(limits[0]),
-            "x-ratelimit-remaining-requests": str(max(0, remaining)),
-            "x-ratelimit-reset-requests": f"{reset}s",
-        }
-        if remaining < 0:
-            scope = "token" if token_count > limits[0] else "domain"
-            what = "requests" if kind == "requests" else f"{kind} requests"
-            raise RateLimited(
-                f"Rate limit reached for this {scope}: {limits[scope == 'domain']} {what} per "
-                f"minute. Retry after {reset} s.",
-                headers={**headers, "Retry-After": str(reset)},
-            )
-        return headers
-
-
-rate_limiter = RateLimiter()

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _buffer: list[dict] = []
+# Audit events the request path raises (a budget's 80 % warning), written with the usage.
+_audit_buffer: list[dict] = []
 _scheduled: set[asyncio.AbstractEventLoop] = set()
 
 
@@ -33,6 +35,18 @@ def record(**event) -> None:
         if isinstance(event.get(name), str):
             event[name] = CONTROL.sub("", event[name])
     _buffer.append(event)
+    _schedule()
+
+
+def audit(**event) -> None:
+    """Queue one audit event (domains.models.AuditEvent's fields, no actor), written with
+    the next batch of usage: the request path itself writes nothing."""
+    event.setdefault("created_at", timezone.now())
+    _audit_buffer.append(event)
+    _schedule()
+
+
+def _schedule() -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -60,6 +74,15 @@ def drain() -> list[dict]:
 def write(batch: list[dict]) -> None:
     from inference.models import UsageEvent
 
+    audits = _audit_buffer[:]
+    _audit_buffer.clear()
+    if audits:
+        from domains.models import AuditEvent
+
+        try:
+            AuditEvent.objects.bulk_create([AuditEvent(**event) for event in audits])
+        except Exception:
+            log.exception("could not write %d audit events", len(audits))
     if batch:
         try:
             UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])

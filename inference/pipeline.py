@@ -28,7 +28,9 @@ from typing import Any
 
 import aiohttp
 import orjson
+from django.conf import settings
 
+from cubeai import metrics
 from cubeai.exceptions import DomainError
 from domains import permissions
 from guardrails import Classification
@@ -44,10 +46,12 @@ from inference.errors import (
     UnsupportedParameter,
     UpstreamFailed,
 )
-from inference.limits import rate_limiter
 from inference.registry import ModelEntry, Target, registry
+from limits import gate
 
 log = logging.getLogger(__name__)
+# One JSON line per call (cubeai.settings.LOGGING): ids, counts and timings, never content.
+access_log = logging.getLogger("cubeai.requests")
 
 # A model name as any entry point may pass it: no control character (a NUL, stored with the
 # usage row, failed PostgreSQL's whole batch insert).
@@ -109,6 +113,9 @@ class Call:
     guardrails: dict = field(default_factory=dict)
     guard_headers: dict = field(default_factory=dict)
     rate_headers: dict = field(default_factory=dict)
+    # The limits' reservation of this call, settled when it is recorded.
+    ticket: gate.Ticket | None = None
+    upstream_ms: float | None = None
     # The stream's relay ran to its end (the recording may still wait for a token count).
     relayed: bool = False
     recorded: bool = False
@@ -137,6 +144,11 @@ class Call:
         usage = self.usage
         prompt = int(usage.get("prompt_tokens") or 0)
         completion = int(usage.get("completion_tokens") or 0)
+        total = int(usage.get("total_tokens") or prompt + completion)
+        latency_ms = (time.perf_counter() - self.started) * 1000
+        if self.ticket is not None:
+            gate.settle_later(self.ticket, total_tokens=total, domain_id=self.caller.domain_id)
+        self._observe(latency_ms, prompt, completion)
         metering.record(
             domain_id=self.caller.domain_id,
             user_id=self.caller.user_id,
@@ -148,12 +160,49 @@ class Call:
             status=self.status,
             prompt_tokens=prompt,
             completion_tokens=completion,
-            total_tokens=int(usage.get("total_tokens") or prompt + completion),
+            total_tokens=total,
             usage_source=self.usage_source,
-            latency_ms=(time.perf_counter() - self.started) * 1000,
+            latency_ms=latency_ms,
             stream=self.stream,
             guardrails=self.guardrails,
             attestation=self.target.attestation if self.target else "",
+        )
+
+    def _observe(self, latency_ms: float, prompt: int, completion: int) -> None:
+        """Metrics and the access log line of this call (counts and timings only)."""
+        snapshot = registry.snapshot
+        known = self.target is not None or (snapshot is not None and self.model in snapshot.models)
+        model = metrics.model_label(self.model, known)
+        metrics.observe_call(
+            endpoint=self.endpoint.name,
+            model=model,
+            status=self.status,
+            seconds=latency_ms / 1000,
+        )
+        guard_ms = self.guard_headers.get("x-guardrails-time-ms")
+        if guard_ms is not None:
+            metrics.GUARDRAILS_SECONDS.labels(self.endpoint.name).observe(float(guard_ms) / 1000)
+        access_log.info(
+            orjson.dumps(
+                {
+                    "event": "request",
+                    "request_id": self.request_id,
+                    "domain": self.caller.domain_id,
+                    "token_id": self.caller.token_id,
+                    "user_id": self.caller.user_id,
+                    "endpoint": self.endpoint.name,
+                    "model": model,
+                    "backend": self.target.name if self.target else "",
+                    "status": self.status,
+                    "stream": self.stream,
+                    "latency_ms": round(latency_ms, 1),
+                    "upstream_ms": None if self.upstream_ms is None else round(self.upstream_ms, 1),
+                    "guardrails_ms": None if guard_ms is None else float(guard_ms),
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "usage_source": self.usage_source,
+                }
+            ).decode()
         )
 
 
@@ -203,6 +252,7 @@ class Stream:
 
 def _abandoned(call: Call, response: aiohttp.ClientResponse) -> None:
     if not call.relayed:
+        metrics.STREAMS_IN_FLIGHT.dec()
         response.release()
         upstream.done(call.target)
         call.record(499)
@@ -298,10 +348,18 @@ async def _generate(call: Call, params: dict) -> Reply | Stream:
 
 
 async def _admit(call: Call, params: dict) -> tuple[ModelEntry, list[tuple[Target, str]]]:
-    """Rate limit, permission, model access and routing, capabilities and context length."""
-    call.rate_headers = await rate_limiter.check(
-        token_id=call.caller.token_id, domain_id=call.caller.domain_id
+    """Limits and budgets, permission, model access and routing, capabilities and context
+    length."""
+    model = params.get("model")
+    call.model = model if isinstance(model, str) else ""
+    call.ticket = await gate.admit(
+        domain_id=call.caller.domain_id,
+        token_id=call.caller.token_id,
+        cost=_reserve(call, params),
+        stream=bool(params.get("stream")),
+        on_reject=_count_rejection,
     )
+    call.rate_headers = call.ticket.headers
     entry, candidates = await _route(call, params["model"])
     _check_capabilities(entry, params)
     return entry, candidates
@@ -332,6 +390,35 @@ async def _route(call: Call, model: str) -> tuple[ModelEntry, list[tuple[Target,
             f"No healthy, attested backend is serving `{model}` right now; please retry."
         )
     return entry, candidates
+
+
+def _reserve(call: Call, params: dict) -> int:
+    """The tokens to reserve up front: the prompt's estimate, plus the completion's most
+    (`max_tokens`, else CUBEAI_LIMITS_COMPLETION_RESERVE) for the generating endpoints;
+    settled with the real count when the call ends."""
+    if call.endpoint.kind == "audio":
+        return 0
+    try:
+        prompt = _estimate(guard.request_text(call.endpoint.kind, params))
+    except Exception:
+        prompt = 0
+    if call.endpoint.kind == "embedding":
+        return prompt
+    most = params.get("max_completion_tokens") or params.get("max_tokens")
+    if not isinstance(most, int) or most <= 0:
+        most = settings.CUBEAI_LIMITS_COMPLETION_RESERVE
+    return prompt + most
+
+
+def _count_rejection(refused) -> None:
+    limit = getattr(refused, "kind", None)
+    if isinstance(refused, gate.Quota):
+        limit = "monthly_budget"
+    elif isinstance(refused, gate.Streams):
+        limit = "concurrent_streams"
+    else:
+        limit = f"{limit}_per_minute"
+    metrics.LIMIT_REJECTIONS.labels(limit, getattr(refused, "scope", "token")).inc()
 
 
 def _check_capabilities(entry: ModelEntry, params: dict) -> None:
@@ -368,18 +455,15 @@ def _classifier(call: Call):
 
     async def classify(text: str, model: str) -> Classification:
         guard_call = Call(call.caller, GUARD, call.request_id)
+        params = {
+            "model": model,
+            "messages": [{"role": "user", "content": text}],
+            "temperature": 0,
+            "max_tokens": 8,
+        }
         async with _recorded(guard_call):
-            _, candidates = await _admit(guard_call, {"model": model})
-            body = await _forward_json(
-                guard_call,
-                candidates,
-                {
-                    "model": model,
-                    "messages": [{"role": "user", "content": text}],
-                    "temperature": 0,
-                    "max_tokens": 8,
-                },
-            )
+            _, candidates = await _admit(guard_call, params)
+            body = await _forward_json(guard_call, candidates, params)
         choice = (body.get("choices") or [{}])[0]
         label = (choice.get("message") or {}).get("content") or ""
         return Classification(label=label.split()[0].lower() if label.strip() else "", score=1.0)
@@ -438,6 +522,7 @@ async def _open_stream(call: Call, candidates: list[tuple[Target, str]], params:
     upstream_params = {**params, "stream": True, "stream_options": {"include_usage": True}}
     call.stream = True
     response = await upstream.open_stream(call, candidates, _json_body(upstream_params))
+    metrics.STREAMS_IN_FLIGHT.inc()
     chunks = _relay(call, response, params, wants_usage, guard.StreamGuard(call))
     return Stream(call, chunks, response)
 
@@ -509,6 +594,8 @@ async def _relay(
         registry.breaker(call.target.id).failure(time.monotonic())
         raise UpstreamFailed("The backend stream failed or stalled.") from None
     finally:
+        if not call.relayed:
+            metrics.STREAMS_IN_FLIGHT.dec()
         call.relayed = True
         response.release()
         upstream.done(call.target)

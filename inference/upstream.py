@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from django.conf import settings
 
+from cubeai import metrics
 from inference.attestation import spki_of_certificate
 from inference.errors import (
     ContextLengthExceeded,
@@ -190,6 +191,7 @@ async def open_response(
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
         breaker = registry.breaker(target.id)
         registry.started(target.id)
+        began = time.monotonic()
         try:
             async with asyncio.timeout(wait):
                 response = await session().post(
@@ -203,6 +205,7 @@ async def open_response(
         except NOT_ACCEPTED as exc:
             registry.finished(target.id)
             breaker.failure(time.monotonic())
+            _breaker_state(target, breaker)
             last_error = type(exc).__name__
             log.warning("backend %s could not be reached: %s", target.name, last_error)
             if isinstance(exc, aiohttp.ServerFingerprintMismatch):
@@ -229,11 +232,17 @@ async def open_response(
             breaker.failure(time.monotonic())
         else:
             breaker.success()
+        metrics.UPSTREAM_SECONDS.labels(target.name).observe(time.monotonic() - began)
+        _breaker_state(target, breaker)
         return target, upstream_model, response
     raise NoBackend(
         "No backend could serve this request right now; please retry.",
         extra={"detail": last_error} if settings.DEBUG else None,
     )
+
+
+def _breaker_state(target: Target, breaker) -> None:
+    metrics.BREAKER_OPEN.labels(target.name).set(0 if breaker.allows(time.monotonic()) else 1)
 
 
 def done(target: Target | None) -> None:
@@ -251,6 +260,7 @@ async def exchange(
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """A backend's answer that is not an error (an error is raised, normalised), released
     and counted done afterwards; `call.target` is the backend that answered."""
+    began = time.perf_counter()
     target, call.upstream_model, response = await open_response(
         candidates,
         call.endpoint.path,
@@ -258,6 +268,7 @@ async def exchange(
         body_for=body_for,
         content_type=content_type,
     )
+    call.upstream_ms = (time.perf_counter() - began) * 1000
     call.target = target
     try:
         if response.status >= 300:
@@ -290,9 +301,11 @@ async def open_stream(
     call: "Call", candidates: list[tuple[Target, str]], body_for: BodyFor
 ) -> aiohttp.ClientResponse:
     """A backend's event stream, open; the caller releases it and calls `done`."""
+    began = time.perf_counter()
     target, call.upstream_model, response = await open_response(
         candidates, call.endpoint.path, request_id=call.request_id, body_for=body_for, stream=True
     )
+    call.upstream_ms = (time.perf_counter() - began) * 1000
     call.target = target
     if response.status >= 300:
         try:

@@ -1,10 +1,11 @@
 """The API's OpenAPI document, and the rate limiter."""
 
+import uuid
+
 import pytest
-from django.core.cache import cache
 
 from inference.errors import RateLimited
-from inference.limits import RateLimiter
+from limits import gate
 
 
 def test_the_openapi_document_describes_every_endpoint(client):
@@ -33,27 +34,40 @@ def test_the_docs_page_loads_no_cdn_assets(client):
 
 
 @pytest.fixture
-def limiter(settings):
+def limited(settings, tmp_path):
     settings.CUBEAI_RATE_LIMIT_TOKEN_RPM = 3
     settings.CUBEAI_RATE_LIMIT_DOMAIN_RPM = 5
-    cache.clear()
-    return RateLimiter()
+    settings.CUBEAI_LIMITS_SQLITE_PATH = str(tmp_path / "limits.sqlite3")
+    gate._stores.clear()
+    gate._cache.clear()
+    yield
+    gate._stores.clear()
+    gate._cache.clear()
 
 
-async def test_it_limits_requests_per_token_with_openai_headers(limiter):
+def admit(token_id: int, domain_id: str):
+    return gate.admit(domain_id=domain_id, token_id=token_id, cost=1, stream=False)
+
+
+@pytest.mark.django_db
+async def test_it_limits_requests_per_token_with_openai_headers(limited):
+    domain_id = str(uuid.uuid4())
     for remaining in (2, 1, 0):
-        headers = await limiter.check(token_id=101, domain_id="d-101")
-        assert headers["x-ratelimit-remaining-requests"] == str(remaining)
+        ticket = await admit(101, domain_id)
+        assert ticket.headers["x-ratelimit-remaining-requests"] == str(remaining)
+        assert ticket.headers["x-ratelimit-limit-requests"] == "3"
     with pytest.raises(RateLimited) as caught:
-        await limiter.check(token_id=101, domain_id="d-101")
+        await admit(101, domain_id)
     assert caught.value.status == 429
     assert caught.value.code == "rate_limit_exceeded"
     assert 0 < int(caught.value.headers["Retry-After"]) <= 60
 
 
-async def test_it_limits_requests_per_domain_across_tokens(limiter):
+@pytest.mark.django_db
+async def test_it_limits_requests_per_domain_across_tokens(limited):
+    domain_id = str(uuid.uuid4())
     for token_id in range(200, 205):
-        await limiter.check(token_id=token_id, domain_id="d-200")
+        await admit(token_id, domain_id)
     with pytest.raises(RateLimited) as caught:
-        await limiter.check(token_id=299, domain_id="d-200")
+        await admit(299, domain_id)
     assert "domain" in caught.value.message

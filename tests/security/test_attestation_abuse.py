@@ -8,17 +8,14 @@ capped: one client record per backend per interval, its evidence only up to a si
 """
 
 import asyncio
-import random
 import secrets
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
-from inference import limits
 from inference.attestation import services as attestation_services
 from inference.attestation.selectors import policy_active
 from inference.errors import RateLimited
@@ -44,16 +41,8 @@ def challenge(domain, token, nonce: str | None = None):
     )
 
 
-@pytest.fixture
-def own_window(monkeypatch):
-    """A one-minute window of the limiter no other test or run counts in (token ids repeat
-    across test databases; counters may live in a shared Redis)."""
-    base = time.time() + random.randrange(1, 10**7) * 60
-    monkeypatch.setattr(limits, "time", SimpleNamespace(time=lambda: base))
-
-
 @pytest.mark.django_db
-def test_challenges_are_limited_per_token(served, domain, alice, pat, settings, own_window):
+def test_challenges_are_limited_per_token(served, domain, alice, pat, settings):
     settings.CUBEAI_ATTESTATION_CLIENT_TOKEN_RPM = 2
     token = pat(alice)
     for _ in range(2):
@@ -71,9 +60,7 @@ def test_challenges_are_limited_per_token(served, domain, alice, pat, settings, 
 
 
 @pytest.mark.django_db
-def test_challenges_are_limited_per_domain_across_tokens(
-    served, domain, alice, pat, settings, own_window
-):
+def test_challenges_are_limited_per_domain_across_tokens(served, domain, alice, pat, settings):
     settings.CUBEAI_ATTESTATION_CLIENT_DOMAIN_RPM = 3
     answers = [challenge(domain, pat(alice, name=f"t{i}")).status_code for i in range(4)]
     assert answers == [200, 200, 200, 429]

@@ -100,6 +100,7 @@ PAGES = (
     "domains/<uuid:domain_id>/invitations/<int:invitation_id>/revoke/",
     "domains/<uuid:domain_id>/invitations/<int:invitation_id>/resend/",
     "domains/<uuid:domain_id>/audit/",
+    "domains/<uuid:domain_id>/limits/",
     "invitations/",
     "invitations/<int:invitation_id>/accept/",
     "invitations/<int:invitation_id>/decline/",
@@ -112,6 +113,8 @@ ROUTES: dict[str, dict[str, Rule]] = {
     "": {"GET": public(302)},
     "healthz": {"GET": public(200)},
     "readyz": {"GET": public(200)},
+    # Prometheus: off (404) unless CUBEAI_METRICS_TOKEN or allowed networks are set.
+    "metrics": {"GET": public(404)},
     # The OpenAI-compatible API; every other path under /proxy/ is its 404.
     "^proxy/?$": {"GET": public(404), "POST": public(404)},
     "proxy/": {"GET": public(404)},
@@ -227,6 +230,16 @@ ROUTES: dict[str, dict[str, Rule]] = {
         "POST": scoped(404, p.MEMBERS_MANAGE, body={})
     },
     "api/domains/<uuid:domain_id>/audit/": {"GET": scoped(200, p.AUDIT_READ)},
+    "api/domains/<uuid:domain_id>/limits/": {
+        "GET": scoped(200, p.USAGE_READ),
+        "PATCH": scoped(400, p.DOMAIN_MANAGE, body={"requests_per_minute": 0}),
+    },
+    "api/domains/<uuid:domain_id>/limits/tokens/": {"GET": scoped(200, p.USAGE_READ)},
+    "api/domains/<uuid:domain_id>/limits/tokens/<int:token_id>/": {
+        "GET": scoped(404, p.USAGE_READ),
+        "PUT": scoped(400, p.DOMAIN_MANAGE, body={}),
+        "DELETE": scoped(204, p.DOMAIN_MANAGE),
+    },
     "api/invitations/": {"GET": session()},
     "api/invitations/accept/": {"POST": session(body={})},
     "api/invitations/decline/": {"POST": session(body={})},
@@ -389,7 +402,8 @@ def test_what_each_credential_gets_on_every_route(client, cast, settings):
         "name": "nope",
         "token": "nope",
         **dict.fromkeys(
-            ["pk", "user_id", "role_id", "invitation_id", "version", "backend_id"], str(MISSING)
+            ["pk", "user_id", "role_id", "invitation_id", "version", "backend_id", "token_id"],
+            str(MISSING),
         ),
     }
     unknown_domain = {**values, "domain_id": "00000000-0000-4000-8000-000000000000"}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,6 +46,12 @@ class Command(BaseCommand):
         demo = json.loads(out.getvalue())
         # Every process gets development mode explicitly, whatever the shell has.
         env = {**os.environ, "DJANGO_DEBUG": "true"}
+        # Prometheus' multiprocess mode: every uvicorn worker and the Celery worker write
+        # their samples here, and /metrics adds them up; emptied at each start.
+        metrics_dir = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or settings.DATA_DIR / "metrics")
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         if LOCAL_BACKENDS.exists() and not options["no_agent"]:
             call_command("apply_backends", str(LOCAL_BACKENDS), stdout=StringIO())
             # The file names the agent's default port; route to the port this agent takes.

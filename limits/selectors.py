@@ -1,0 +1,93 @@
+"""Reading limits and budgets, for pages and the management API (the overview too)."""
+
+from dataclasses import asdict, dataclass
+
+from asgiref.sync import async_to_sync
+
+from domains.models import Domain
+from limits import gate
+from limits.models import TokenLimits
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A monthly token budget this month: `budget` None when there is none."""
+
+    budget: int | None
+    used: int | None
+    remaining: int | None
+    percent: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _budget(limit: int, used: int | None) -> Budget:
+    if not limit:
+        return Budget(None, used, None, None)
+    if used is None:
+        return Budget(limit, None, None, None)
+    return Budget(limit, used, max(0, limit - used), round(min(100.0, 100 * used / limit), 1))
+
+
+def budget_used(domain_id, token_id: int | None = None) -> int | None:
+    """Tokens charged this month (None while the store is unreachable)."""
+    return async_to_sync(gate.budget_used)(str(domain_id), token_id)
+
+
+def domain_budget(*, domain: Domain) -> Budget:
+    """The domain's monthly budget, used and remaining: for the overview and limits page."""
+    limits = gate.resolve(str(domain.pk), 0)
+    return _budget(limits.domain_budget, budget_used(domain.pk))
+
+
+def domain_limits(*, domain: Domain) -> dict:
+    """What is in force for the domain: its own fields, the effective values, the budget."""
+    from limits.models import DomainLimits
+
+    row = DomainLimits.objects.filter(domain=domain).first()
+    effective = gate.resolve(str(domain.pk), 0)
+    return {
+        "configured": {
+            field: getattr(row, field) if row else None
+            for field in (
+                "requests_per_minute",
+                "tokens_per_minute",
+                "monthly_token_budget",
+                "token_requests_per_minute",
+                "token_tokens_per_minute",
+                "token_concurrent_streams",
+                "token_monthly_token_budget",
+            )
+        }
+        | {"failure_mode": row.failure_mode if row else "open"},
+        "effective": {
+            "requests_per_minute": effective.domain_rpm,
+            "tokens_per_minute": effective.domain_tpm,
+            "token_requests_per_minute": effective.token_rpm,
+            "token_tokens_per_minute": effective.token_tpm,
+            "token_concurrent_streams": effective.token_streams,
+        },
+        "budget": _budget(effective.domain_budget, budget_used(domain.pk)).as_dict(),
+    }
+
+
+def token_limits_list(*, domain: Domain) -> list[dict]:
+    rows = TokenLimits.objects.filter(domain=domain).select_related("token").order_by("token_id")
+    found = []
+    for row in rows:
+        effective = gate.resolve(str(domain.pk), row.token_id)
+        found.append(
+            {
+                "token": row.token_id,
+                "token_name": row.token.name,
+                "requests_per_minute": row.requests_per_minute,
+                "tokens_per_minute": row.tokens_per_minute,
+                "concurrent_streams": row.concurrent_streams,
+                "monthly_token_budget": row.monthly_token_budget,
+                "budget": _budget(
+                    effective.token_budget, budget_used(domain.pk, row.token_id)
+                ).as_dict(),
+            }
+        )
+    return found
