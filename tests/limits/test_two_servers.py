@@ -336,7 +336,7 @@ def test_metrics_add_up_both_servers_and_need_the_credential(pair):
         if s.name == "cubeai_requests_total"
     }
     models = {model for _, model, _ in requests}
-    assert models <= {"limits-echo", "unknown"}, models
+    assert models <= {"limits-echo", "limits-slow", "unknown"}, models
     assert requests[("chat.completions", "unknown", "404")] >= 1
     # Both processes' requests are counted (earlier tests sent many to each).
     assert requests[("chat.completions", "limits-echo", "200")] >= 4 + 9
