@@ -2,7 +2,8 @@
 
 Requests append a small dict (never prompt or completion text) to a per-process buffer; a
 flush scheduled on the event loop writes the buffer with one bulk insert every
-`CUBEAI_USAGE_FLUSH_SECONDS`. A crash loses at most that window of metering.
+`CUBEAI_USAGE_FLUSH_SECONDS`, on an executor of its own (`inference.offpath`), so no
+request waits for it. A crash loses at most that window of metering.
 """
 
 import asyncio
@@ -10,11 +11,11 @@ import contextvars
 import logging
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from cubeai.lib.batches import delete_in_batches
+from inference import offpath
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def write(batch: list[dict]) -> None:
 
 async def flush() -> None:
     """Write everything buffered so far."""
-    await sync_to_async(write, thread_sensitive=True)(drain())
+    await offpath.run("metering", write, drain())
 
 
 def usage_events_purge(*, older_than_days: int, batch_size: int) -> int:

@@ -157,7 +157,8 @@ async def open_response(
     last_error = "no backend available"
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
         breaker = registry.breaker(target.id)
-        registry.started(target.id)
+        if not registry.started(target.id):
+            continue  # a half-open breaker whose one probe is already out
         try:
             response = await asyncio.wait_for(
                 session().post(
