@@ -217,3 +217,37 @@ def test_the_least_busy_goes_first(spread):
     fresh.started(a.id)
     fresh.started(a.id)
     assert {fresh.candidates(fresh.snapshot, entry)[0][0].name for _ in range(4)} == {"spread-b"}
+
+
+# Nothing on the request path waits for background work ------------------------------------
+
+
+def test_an_auth_miss_never_queues_behind_a_slow_flush_or_rebuild(settings):
+    """The cause of the old p99: a request's cache miss waited on the one shared sync thread
+    while a metering flush or a registry reload held it. On executors of their own, it
+    does not; on the shared thread (what the in-process tests use) it would."""
+    import asyncio
+
+    from inference import offpath
+
+    def slow_write():
+        time.sleep(0.6)
+
+    def auth_miss():
+        return "caller"
+
+    async def miss_while_busy() -> float:
+        flush = asyncio.ensure_future(offpath.run("metering", slow_write))
+        rebuild = asyncio.ensure_future(offpath.run("registry", slow_write))
+        await asyncio.sleep(0.05)  # both hold their thread now
+        started = time.monotonic()
+        assert await offpath.run("auth", auth_miss) == "caller"
+        waited = time.monotonic() - started
+        await flush
+        await rebuild
+        return waited
+
+    settings.CUBEAI_OFFPATH_EXECUTORS = True
+    assert asyncio.run(miss_while_busy()) < 0.2
+    settings.CUBEAI_OFFPATH_EXECUTORS = False
+    assert asyncio.run(miss_while_busy()) > 0.4  # queued behind them on the shared thread
