@@ -20,6 +20,8 @@ from inference import offpath
 log = logging.getLogger(__name__)
 
 _buffer: list[dict] = []
+# Events kept in memory while the database cannot take them (about 1 KB each).
+KEEP_AT_MOST = 50_000
 _scheduled: set[asyncio.AbstractEventLoop] = set()
 
 
@@ -32,6 +34,10 @@ def record(**event) -> None:
     except RuntimeError:
         write(drain())
         return
+    _schedule(loop)
+
+
+def _schedule(loop: asyncio.AbstractEventLoop) -> None:
     if loop not in _scheduled:
         _scheduled.add(loop)
         # A fresh context: the request's own (and its asgiref executor) ends with the request.
@@ -51,7 +57,8 @@ def drain() -> list[dict]:
     return batch
 
 
-def write(batch: list[dict]) -> None:
+def write(batch: list[dict]) -> bool:
+    """Insert the batch; False if it could not be written (the database away)."""
     from inference.models import UsageEvent
 
     if batch:
@@ -59,12 +66,23 @@ def write(batch: list[dict]) -> None:
             UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
         except Exception:
             # Metering must never break serving; the count is logged, never the content.
-            log.exception("could not write %d usage events", len(batch))
+            log.exception("could not write %d usage events; kept for the next flush", len(batch))
+            return False
+    return True
 
 
 async def flush() -> None:
-    """Write everything buffered so far."""
-    await offpath.run("metering", write, drain())
+    """Write everything buffered so far. A batch that could not be written (the database
+    restarting, say) goes back to the front of the buffer, up to `KEEP_AT_MOST` events, and
+    is tried again at the next flush: an outage loses no usage row unless it outlasts that."""
+    batch = drain()
+    if not await offpath.run("metering", write, batch):
+        kept = batch[-KEEP_AT_MOST:]
+        if len(kept) < len(batch):
+            log.error("dropped %d usage events after a long outage", len(batch) - len(kept))
+        _buffer[:0] = kept
+        del _buffer[KEEP_AT_MOST:]
+        _schedule(asyncio.get_running_loop())
 
 
 def usage_events_purge(*, older_than_days: int, batch_size: int) -> int:

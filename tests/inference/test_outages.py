@@ -50,3 +50,42 @@ def test_redis_away_is_a_503_to_retry(client, alice, domain, pat, monkeypatch):
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )
     assert_retry_later(response)
+
+
+@pytest.mark.django_db
+def test_usage_written_during_a_database_outage_is_kept_and_written_after(
+    settings, domain, monkeypatch
+):
+
+    from inference import metering
+    from inference.models import UsageEvent
+
+    settings.CUBEAI_USAGE_FLUSH_SECONDS = 0.05
+    metering.drain()
+    real = UsageEvent.objects.bulk_create
+
+    def away(*args, **kwargs):
+        raise OperationalError("the database system is shutting down")
+
+    def event(request_id: str) -> dict:
+        return {"domain_id": domain.pk, "request_id": request_id, "endpoint": "chat", "status": 200}
+
+    async def outage_then_back():
+        metering.record(**event("during-1"))
+        metering.record(**event("during-2"))
+        monkeypatch.setattr(UsageEvent.objects, "bulk_create", away)
+        await metering.flush()  # fails: kept
+        assert [e["request_id"] for e in metering._buffer] == ["during-1", "during-2"]
+        metering.record(**event("after"))
+        monkeypatch.setattr(UsageEvent.objects, "bulk_create", real)
+        await metering.flush()
+
+    from asgiref.sync import async_to_sync
+
+    async_to_sync(outage_then_back)()
+    assert sorted(UsageEvent.objects.values_list("request_id", flat=True)) == [
+        "after",
+        "during-1",
+        "during-2",
+    ]
+    assert metering._buffer == []
