@@ -49,6 +49,26 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def client_connections(pid: int, port: int) -> int:
+    """The worker's open TCP connections on its listening port (clients it still holds)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] != "0A" and fields[9] in inodes:
+                held += 1
+    return held
+
+
 def open_fds(pid: int) -> int:
     return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
 
@@ -219,3 +239,57 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
         ).count()
     )
     assert written >= served, (written, served)
+
+
+def test_slow_and_stalled_clients_do_not_hold_the_worker(soak, stack):
+    """Slowloris (headers a byte at a time) and clients that never read their stream: other
+    requests are served meanwhile, and once those clients go the worker holds nothing."""
+    import socket
+
+    host, port = soak["url"].removeprefix("http://").split(":")
+    pid = soak["gateway"].pid
+    base = f"{soak['url']}/proxy/{stack.alpha.pk}/v1"
+    headers = {"Authorization": f"Bearer {stack.alice_token}"}
+    with httpx.Client(headers=headers, timeout=TIMEOUT) as client:
+        one_request(client, base, "chat")
+    slow = []
+    for _ in range(20):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(f"POST /proxy/{stack.alpha.pk}/v1/chat/completions HTTP/1.1\r\n".encode())
+        slow.append(sock)
+    body = (
+        '{"model": "soak-stream", "stream": true, "messages": [{"role": "user", "content": "x"}]}'
+    )
+    stalled = []
+    for _ in range(10):
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        sock.sendall(
+            (
+                f"POST /proxy/{stack.alpha.pk}/v1/chat/completions HTTP/1.1\r\n"
+                f"Host: {host}\r\nAuthorization: Bearer {stack.alice_token}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                f"{body}"
+            ).encode()
+        )
+        stalled.append(sock)  # never read
+    try:
+        with httpx.Client(headers=headers, timeout=TIMEOUT) as client:
+            for second in range(5):
+                for sock in slow:
+                    sock.sendall(b"X")  # a header, a byte at a time
+                started = time.monotonic()
+                assert one_request(client, base, "chat") == 200
+                assert time.monotonic() - started < 3, f"held at second {second}"
+                time.sleep(1)
+        # Counted where they are held: the check below would see them.
+        assert client_connections(pid, int(port)) >= len(slow)
+    finally:
+        for sock in slow + stalled:
+            sock.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and client_connections(pid, int(port)):
+        time.sleep(0.5)
+    assert client_connections(pid, int(port)) == 0
+    stats = httpx.get(f"{stack.fake}/stats").json()
+    assert stats["streams_started"] == stats["streams_finished"] + stats["streams_cancelled"]
