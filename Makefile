@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 AGENT_PORT ?= 8100
 
-.PHONY: run test lint format bench install
+.PHONY: run test lint format bench soak install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The soak and fault suite for five minutes (CI runs it for 20 s), and the OpenAPI and parser
+# fuzzers with more examples.
+soak: $(STAMP)
+	SOAK_SECONDS=$${SOAK_SECONDS:-300} FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -s -p no:cacheprovider \
+		tests/inference/test_soak.py tests/inference/test_fuzz_openapi.py tests/security/test_fuzz_parsers.py

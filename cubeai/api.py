@@ -4,16 +4,19 @@ import logging
 import traceback
 
 import orjson
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from ninja.renderers import BaseRenderer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from cubeai import jsonbody
 from cubeai.exceptions import DomainError
 from inference.api import attestation_router, request_id_of, router
-from inference.errors import InferenceError, RouteNotFound, envelope
+from inference.errors import InferenceError, RouteNotFound, ServiceUnavailable, envelope
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +190,16 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return _envelope(request, RouteNotFound())
+
+
+def on_outage(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # PostgreSQL or Redis away (a restart, a failover): a clean 503 to retry, not a 500.
+    log.warning("%s in %s: the database or Redis is unreachable", type(exc).__name__, request.path)
+    return _envelope(request, ServiceUnavailable())
+
+
+for _outage in (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError):
+    api.add_exception_handler(_outage, on_outage)
 
 
 @api.exception_handler(Exception)

@@ -290,6 +290,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every operation's error answers, in the API's envelope (domains/schema.py).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "domains.schema.error_responses",
+    ],
 }
 
 LOGGING = {
@@ -355,7 +360,13 @@ CELERY_BEAT_SCHEDULE["tokens-expire-and-warn"] = {
 
 # The OpenAI-compatible API's hot path.
 CUBEAI_ROUTING_REFRESH_SECONDS = float(os.environ.get("CUBEAI_ROUTING_REFRESH_SECONDS", "2"))
+# How often each process checks the registry version; a routing snapshot is rebuilt only when
+# it moved, when an attestation in it expires, or after CUBEAI_ROUTING_REBUILD_SECONDS anyway.
+CUBEAI_ROUTING_REBUILD_SECONDS = float(os.environ.get("CUBEAI_ROUTING_REBUILD_SECONDS", "60"))
 CUBEAI_AUTH_CACHE_SECONDS = float(os.environ.get("CUBEAI_AUTH_CACHE_SECONDS", "1"))
+# Routing rebuilds, metering flushes and auth cache misses on executors of their own
+# (inference/offpath.py); off, they share Django's one sync thread (the in-process tests).
+CUBEAI_OFFPATH_EXECUTORS = envbool("CUBEAI_OFFPATH_EXECUTORS", "true")
 CUBEAI_BREAKER_FAILURES = envint("CUBEAI_BREAKER_FAILURES", "3")
 CUBEAI_BREAKER_COOLDOWN_SECONDS = float(os.environ.get("CUBEAI_BREAKER_COOLDOWN_SECONDS", "10"))
 CUBEAI_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("CUBEAI_UPSTREAM_CONNECT_TIMEOUT", "5"))

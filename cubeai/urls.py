@@ -26,6 +26,9 @@ urlpatterns = [
     path("api/", include("tokens.urls_api")),
     path("api/", include("guardrails.urls_api")),
     path("api/", include("limits.urls_api")),
+    # Anything else under /api/ (with its slash; APPEND_SLASH still redirects the rest):
+    # a 404 in the management API's envelope, never an HTML page.
+    path("api/<path:rest>/", views.api_not_found),
     path("profile/tokens/", include("tokens.urls")),
     path("", include("inference.urls")),
     path("", include("domains.urls")),

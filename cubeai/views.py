@@ -54,3 +54,8 @@ def readyz(request: HttpRequest) -> JsonResponse:
         {"status": "ok" if ready else "unavailable", "checks": results},
         status=200 if ready else 503,
     )
+
+
+def api_not_found(request: HttpRequest, rest: str) -> JsonResponse:
+    """An unknown management API route, in its envelope (`domains.drf.exception_handler`)."""
+    return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)

@@ -1,7 +1,7 @@
 """Management API operations: parse the body, call a service, shape the answer."""
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
@@ -276,6 +276,13 @@ class AuditListView(DomainAPIView):
     def get_queryset(self):
         return selectors.audit_list(domain=self.domain)
 
+    @extend_schema(
+        responses=AuditEventOut(many=True),
+        parameters=[
+            OpenApiParameter("limit", int, description="Events per page (100, at most 500)."),
+            OpenApiParameter("offset", int, description="Events to skip."),
+        ],
+    )
     def get(self, request, domain_id):
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(AuditEventOut(page, many=True).data)

@@ -28,12 +28,18 @@ from inference.models import Backend
 from inference.multipart import multipart_parse
 from inference.schemas import (
     AUDIO_FORMATS,
+    AttestationList,
+    AttestationPolicyList,
+    ChatCompletion,
     ChatCompletionCreateParams,
+    Completion,
     CompletionCreateParams,
+    CreateEmbeddingResponse,
     EmbeddingCreateParams,
     ErrorResponse,
     Model,
     ModelList,
+    Transcription,
 )
 from limits import gate
 from tokens.authentication import bearer_value
@@ -43,6 +49,22 @@ from tokens.authentication import bearer_value
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"]
 REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 ERRORS = {code: ErrorResponse for code in (400, 401, 403, 404, 405, 413, 415, 429, 502, 503)}
+# The 200 of the operations that can stream: JSON, or with `stream: true` an event stream.
+STREAMS = {
+    "responses": {
+        200: {
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "string",
+                        "description": "`data: {chunk}` events, then `data: [DONE]`; an error "
+                        'after the stream began is one `data: {"error": {...}}` event.',
+                    }
+                }
+            }
+        }
+    }
+}
 
 
 def request_id_of(request: HttpRequest) -> str:
@@ -121,7 +143,11 @@ async def sse(stream: pipeline.Stream) -> AsyncIterator[bytes]:
 
 
 @router.api_operation(
-    ["POST"], "/chat/completions", response=ERRORS, summary="Create a chat completion"
+    ["POST"],
+    "/chat/completions",
+    response={200: ChatCompletion, **ERRORS},
+    openapi_extra=STREAMS,
+    summary="Create a chat completion",
 )
 async def chat_completions(
     request: HttpRequest, domain_id: Path[str], body: ChatCompletionCreateParams
@@ -131,14 +157,25 @@ async def chat_completions(
     )
 
 
-@router.api_operation(["POST"], "/completions", response=ERRORS, summary="Create a completion")
+@router.api_operation(
+    ["POST"],
+    "/completions",
+    response={200: Completion, **ERRORS},
+    openapi_extra=STREAMS,
+    summary="Create a completion",
+)
 async def completions(request: HttpRequest, domain_id: Path[str], body: CompletionCreateParams):
     return answer(
         await pipeline.completion(request.auth, body.payload(), request_id=request_id_of(request))
     )
 
 
-@router.api_operation(["POST"], "/embeddings", response=ERRORS, summary="Create embeddings")
+@router.api_operation(
+    ["POST"],
+    "/embeddings",
+    response={200: CreateEmbeddingResponse, **ERRORS},
+    summary="Create embeddings",
+)
 async def embeddings(request: HttpRequest, domain_id: Path[str], body: EmbeddingCreateParams):
     return answer(
         await pipeline.embedding(request.auth, body.payload(), request_id=request_id_of(request))
@@ -207,6 +244,15 @@ def _audio_form(request: HttpRequest) -> pipeline.Audio:
 
 
 AUDIO_DOC = {
+    "responses": {
+        200: {
+            "content": {
+                "text/plain": {
+                    "schema": {"type": "string", "description": "response_format text, srt, vtt"}
+                }
+            }
+        }
+    },
     "requestBody": {
         "content": {
             "multipart/form-data": {
@@ -228,14 +274,14 @@ AUDIO_DOC = {
                 }
             }
         }
-    }
+    },
 }
 
 
 @router.api_operation(
     ["POST"],
     "/audio/transcriptions",
-    response=ERRORS,
+    response={200: Transcription, **ERRORS},
     openapi_extra=AUDIO_DOC,
     summary="Transcribe audio",
 )
@@ -249,7 +295,7 @@ async def audio_transcriptions(request: HttpRequest, domain_id: Path[str]):
 @router.api_operation(
     ["POST"],
     "/audio/translations",
-    response=ERRORS,
+    response={200: Transcription, **ERRORS},
     openapi_extra=AUDIO_DOC,
     summary="Translate audio into English",
 )
@@ -370,8 +416,10 @@ def _attested_backends(domain_id: str, *, backend: str | None, model: str | None
     return found
 
 
-@attestation_router.post("/attestation", url_name="attestation")
-async def attestation(request: HttpRequest, body: AttestationIn):
+@attestation_router.post(
+    "/attestation", url_name="attestation", response={200: AttestationList, **ERRORS}
+)
+async def attestation(request: HttpRequest, domain_id: Path[str], body: AttestationIn):
     """Fresh evidence from each backend for the client's nonce, with the verification.
     Challenges cost the backends work: they are limited per token and per domain."""
     request_id_of(request)
@@ -414,8 +462,12 @@ async def attestation(request: HttpRequest, body: AttestationIn):
     return {"object": "list", "nonce": body.nonce, "data": data}
 
 
-@attestation_router.get("/attestation/policy", url_name="attestation_policy")
-async def attestation_policy(request: HttpRequest):
+@attestation_router.get(
+    "/attestation/policy",
+    url_name="attestation_policy",
+    response={200: AttestationPolicyList, **ERRORS},
+)
+async def attestation_policy(request: HttpRequest, domain_id: Path[str]):
     """The active attestation policy of each backend serving the domain, with which fields
     are pinned and which open (`policy_fields`) and a warning for each open one."""
     request_id_of(request)

@@ -11,11 +11,11 @@ import hashlib
 import time
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from cubeai.exceptions import AuthenticationFailed, NotFound, PermissionDenied
 from domains.selectors import membership_for, membership_rights
+from inference import offpath
 from tokens import services as token_services
 
 
@@ -70,7 +70,8 @@ async def caller_for(raw_token: str | None, domain_id: str, client_ip: str | Non
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    caller = await sync_to_async(resolve, thread_sensitive=True)(raw_token, domain_id, client_ip)
+    # On the auth executor: a miss never queues behind a metering flush or a routing rebuild.
+    caller = await offpath.run("auth", resolve, raw_token, domain_id, client_ip)
     if settings.CUBEAI_AUTH_CACHE_SECONDS <= 0:
         return caller
     if len(_cache) >= _CACHE_LIMIT:

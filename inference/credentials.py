@@ -43,7 +43,7 @@ from agent.credentials import digest, provisioning_message
 from cubeai.exceptions import Conflict, DomainError
 from domains.services import Invalid
 from inference import attestation as att
-from inference.models import API_KEY_ENV_PATTERN, AttestationRecord, Backend
+from inference.models import API_KEY_ENV_PATTERN, AttestationRecord, Backend, registry_changed
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ def backend_credential_set(*, backend: Backend, credential: str) -> Backend:
         api_key_env="",
         updated_at=timezone.now(),
     )
+    registry_changed()
     return backend
 
 
@@ -317,6 +318,7 @@ def backend_credential_rotate(
             updated_at=timezone.now(),
         ):
             raise Conflict("The credential changed meanwhile; rotate again.")
+        registry_changed()
     log.info("credential of backend %s rotated to version %s", backend.name, version)
     backend.refresh_from_db()
     return backend

@@ -148,6 +148,21 @@ class NoBackend(InferenceError):
         super().__init__(message, type="server_error", extra=extra)
 
 
+class ServiceUnavailable(InferenceError):
+    """The platform's own database or Redis is unreachable for now (a restart, a failover):
+    retry shortly. Nothing of the request was done."""
+
+    status = 503
+    code = "service_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The service is briefly unavailable; please retry.",
+            type="server_error",
+            headers={"Retry-After": "2"},
+        )
+
+
 class UpstreamFailed(InferenceError):
     """The backend failed (an error, a cut, an invalid answer); its internals stay hidden."""
 

@@ -2,8 +2,8 @@
 
 Each enabled backend must answer (below 500) within the timeout: an agent its open
 `GET /health`, any other backend `GET <base_url>/models`. The result
-is written to the Backend row; every web process's routing snapshot picks it up within
-`CUBEAI_ROUTING_REFRESH_SECONDS`, taking a dead backend out of routing and putting it back
+is written to the Backend row (a change of state bumps the registry version); every web
+process's routing snapshot picks it up within `CUBEAI_ROUTING_REFRESH_SECONDS`, taking a dead backend out of routing and putting it back
 once it answers again. (Each process's circuit breaker reacts faster, to its own failures.)
 """
 
@@ -14,7 +14,7 @@ import httpx
 from django.conf import settings
 from django.utils import timezone
 
-from inference.models import Backend
+from inference.models import Backend, registry_changed
 
 log = logging.getLogger(__name__)
 
@@ -61,5 +61,7 @@ def backends_check_health() -> dict[str, bool]:
         Backend.objects.filter(pk=backend.pk).update(
             healthy=healthy, health_checked_at=now, health_error=reason[:200]
         )
+        if healthy != backend.healthy:
+            registry_changed()
         results[backend.name] = healthy
     return results

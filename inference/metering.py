@@ -2,7 +2,8 @@
 
 Requests append a small dict (never prompt or completion text) to a per-process buffer; a
 flush scheduled on the event loop writes the buffer with one bulk insert every
-`CUBEAI_USAGE_FLUSH_SECONDS`. A crash loses at most that window of metering.
+`CUBEAI_USAGE_FLUSH_SECONDS`, on an executor of its own (`inference.offpath`), so no
+request waits for it. A crash loses at most that window of metering.
 """
 
 import asyncio
@@ -11,11 +12,11 @@ import logging
 import re
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from cubeai.lib.batches import delete_in_batches
+from inference import offpath
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _buffer: list[dict] = []
 # Audit events the request path raises (a budget's 80 % warning), written with the usage.
 _audit_buffer: list[dict] = []
+
+# Events kept in memory while the database cannot take them (about 1 KB each).
+KEEP_AT_MOST = 50_000
 _scheduled: set[asyncio.AbstractEventLoop] = set()
 
 
@@ -52,6 +56,10 @@ def _schedule() -> None:
     except RuntimeError:
         write(drain())
         return
+    _schedule(loop)
+
+
+def _schedule(loop: asyncio.AbstractEventLoop) -> None:
     if loop not in _scheduled:
         _scheduled.add(loop)
         # A fresh context: the request's own (and its asgiref executor) ends with the request.
@@ -71,7 +79,8 @@ def drain() -> list[dict]:
     return batch
 
 
-def write(batch: list[dict]) -> None:
+def write(batch: list[dict]) -> bool:
+    """Insert the batch; False if it could not be written (the database away)."""
     from inference.models import UsageEvent
 
     audits = _audit_buffer[:]
@@ -88,12 +97,23 @@ def write(batch: list[dict]) -> None:
             UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
         except Exception:
             # Metering must never break serving; the count is logged, never the content.
-            log.exception("could not write %d usage events", len(batch))
+            log.exception("could not write %d usage events; kept for the next flush", len(batch))
+            return False
+    return True
 
 
 async def flush() -> None:
-    """Write everything buffered so far."""
-    await sync_to_async(write, thread_sensitive=True)(drain())
+    """Write everything buffered so far. A batch that could not be written (the database
+    restarting, say) goes back to the front of the buffer, up to `KEEP_AT_MOST` events, and
+    is tried again at the next flush: an outage loses no usage row unless it outlasts that."""
+    batch = drain()
+    if not await offpath.run("metering", write, batch):
+        kept = batch[-KEEP_AT_MOST:]
+        if len(kept) < len(batch):
+            log.error("dropped %d usage events after a long outage", len(batch) - len(kept))
+        _buffer[:0] = kept
+        del _buffer[KEEP_AT_MOST:]
+        _schedule(asyncio.get_running_loop())
 
 
 def usage_events_purge(*, older_than_days: int, batch_size: int) -> int:

@@ -274,3 +274,21 @@ class AttestationRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.backend} {'ok' if self.ok else 'failed'} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class RegistryVersion(models.Model):
+    """One row whose counter goes up with every change that routing sees (a backend, model,
+    deployment, access rule or guardrail policy written): each process's routing snapshot
+    is rebuilt only when it has moved (`inference.registry`). Bumped by `registry_changed`."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"registry version {self.version}"
+
+
+def registry_changed() -> None:
+    """Mark the registry changed, inside the caller's transaction (so the new version is
+    seen only with the rows that changed it)."""
+    if not RegistryVersion.objects.filter(pk=1).update(version=models.F("version") + 1):
+        RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1})

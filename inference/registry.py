@@ -1,22 +1,32 @@
 """The model registry as each process sees it, and the choice of backend for a request.
 
 The request path never touches the ORM for routing: each process keeps a snapshot of
-backends, models, deployments, per-domain access and allowed browser origins, refreshed in the background every
-`CUBEAI_ROUTING_REFRESH_SECONDS`. Health is the database's view (background health checks
-and attestation) combined with this process's circuit breaker, which reacts at once.
+backends, models, deployments, per-domain access, allowed browser origins (CORS) and
+compiled guardrail policies. Every `CUBEAI_ROUTING_REFRESH_SECONDS` a background task of
+the process checks it, on the registry's own executor (`inference.offpath`), and no request
+ever waits for that: one query reads the registry version (`RegistryVersion`, bumped by every write that routing
+sees), and the snapshot is rebuilt only when it moved, when an attestation in it expired,
+or after `CUBEAI_ROUTING_REBUILD_SECONDS` regardless. Guardrail policies are compiled once
+per policy version. Health is the database's view (background health checks and
+attestation) combined with this process's circuit breaker, which reacts at once.
+
+Routing picks, among the routable deployments whose breaker lets a request through, the
+backend with the fewest requests in flight from this process, ties taken in turn
+(round-robin per model). A breaker opens after `CUBEAI_BREAKER_FAILURES` failures in a row;
+after `CUBEAI_BREAKER_COOLDOWN_SECONDS` it is half-open and lets exactly one request through
+(the probe): success closes it, failure opens it again for another cool-down.
 """
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from inference import offpath
 from inference.access import may_use, rules_by_domain
 from inference.credentials import backend_credential
 
@@ -55,22 +65,48 @@ class ModelEntry:
 
 @dataclass(slots=True)
 class Breaker:
-    """A per-process circuit breaker: open after repeated failures, probe after a cool-down."""
+    """A per-process circuit breaker: closed, open after repeated failures, half-open after
+    a cool-down, when one probe request goes through; its answer closes or reopens it."""
 
     failures: int = 0
+    # 0 when closed; else when the cool-down ends (then half-open).
     open_until: float = 0.0
+    # While half-open: until when the probe sent is awaited (its first-byte timeout); no
+    # other request goes through before. A probe abandoned without an answer frees the
+    # way for the next one when this passes.
+    probe_until: float = 0.0
+
+    @property
+    def state(self) -> str:
+        if not self.open_until:
+            return "closed"
+        return "open" if self.open_until > time.monotonic() else "half-open"
 
     def allows(self, now: float) -> bool:
-        return self.open_until <= now
+        """Closed, or half-open with no probe out."""
+        return self.open_until <= now and self.probe_until <= now
+
+    def take(self, now: float) -> bool:
+        """Claim the right to send one request now: always when closed, once when
+        half-open (the probe), never when open."""
+        if not self.open_until:
+            return True
+        if not self.allows(now):
+            return False
+        self.probe_until = now + settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
+        return True
 
     def failure(self, now: float) -> None:
         self.failures += 1
-        if self.failures >= settings.CUBEAI_BREAKER_FAILURES:
+        if self.open_until or self.failures >= settings.CUBEAI_BREAKER_FAILURES:
+            # Tripped, or a half-open probe failed: open for another cool-down.
             self.open_until = now + settings.CUBEAI_BREAKER_COOLDOWN_SECONDS
+            self.probe_until = 0.0
 
     def success(self) -> None:
         self.failures = 0
         self.open_until = 0.0
+        self.probe_until = 0.0
 
 
 class Snapshot:
@@ -83,6 +119,9 @@ class Snapshot:
         access,
         guardrails,
         cors: dict[str, frozenset[str]] | None = None,
+        *,
+        version: int | None = None,
+        expires: float = float("inf"),
     ):
         self.backends = backends
         # domain id -> the browser origins its admins allow to call the API (CORS)
@@ -92,7 +131,11 @@ class Snapshot:
         self.guardrails = guardrails
         # domain id -> model id -> allowed: each domain's explicit model access rules
         self.access: dict[str, dict[int, bool]] = access
-        self.loaded_at = time.monotonic()
+        self.loaded_at = self.checked_at = time.monotonic()
+        # The registry version it was built from (None: unknown, rebuilt at every check).
+        self.version = version
+        # When (monotonic) the first attestation in it expires: rebuilt then.
+        self.expires = expires
 
     def allowed(self, domain_id: str, entry: ModelEntry) -> bool:
         rule = self.access.get(domain_id, {}).get(entry.id)
@@ -118,14 +161,26 @@ def _backend_routable(backend, now) -> tuple[bool, str]:
     return verified, backend.attestation_status if verified else "unverified"
 
 
+def registry_version() -> int | None:
+    """The registry version now (one query), None if its row is missing."""
+    from inference.models import RegistryVersion
+
+    return RegistryVersion.objects.filter(pk=1).values_list("version", flat=True).first()
+
+
 def load_snapshot() -> Snapshot:
     """Read the registry (synchronously; run off the event loop)."""
     from inference.models import Backend, Deployment, Model
 
+    version = registry_version()
     now = timezone.now()
+    expires = float("inf")
     backends = {}
     for backend in Backend.objects.filter(enabled=True):
         attested, attestation = _backend_routable(backend, now)
+        if attested and backend.attestation_expires_at is not None:
+            left = (backend.attestation_expires_at - now).total_seconds()
+            expires = min(expires, time.monotonic() + left)
         backends[backend.pk] = Target(
             id=backend.pk,
             name=backend.name,
@@ -155,7 +210,15 @@ def load_snapshot() -> Snapshot:
         entry = by_id.get(deployment.model_id)
         if entry is not None:
             entry.deployments.append((deployment.backend_id, deployment.upstream_model))
-    return Snapshot(backends, models, rules_by_domain(), load_guardrails(), load_cors())
+    return Snapshot(
+        backends,
+        models,
+        rules_by_domain(),
+        load_guardrails(),
+        load_cors(),
+        version=version,
+        expires=expires,
+    )
 
 
 def load_cors() -> dict[str, frozenset[str]]:
@@ -170,15 +233,44 @@ def load_cors() -> dict[str, frozenset[str]]:
     }
 
 
+# Compiled guardrail pipelines by policy row: a row is one version of a policy and never
+# edited, so each is compiled once per process ("default" is the built-in policy).
+_compiled: dict[int | str, object] = {}
+
+
 def load_guardrails() -> dict:
-    """Compile every active guardrail policy once; "" holds the platform default."""
+    """Every active guardrail policy, compiled once per version; "" holds the platform
+    default."""
     from guardrails import DEFAULT_POLICY, compile_policy
     from guardrails.models import GuardrailPolicy
 
-    pipelines = {"": compile_policy(DEFAULT_POLICY)}
-    for row in GuardrailPolicy.objects.filter(active=True):
-        pipelines["" if row.domain_id is None else str(row.domain_id)] = compile_policy(row.policy)
+    if "default" not in _compiled:
+        _compiled["default"] = compile_policy(DEFAULT_POLICY)
+    pipelines = {"": _compiled["default"]}
+    active = {"default"}
+    for row in GuardrailPolicy.objects.filter(active=True).only("pk", "domain_id", "document"):
+        compiled = _compiled.get(row.pk)
+        if compiled is None:
+            compiled = _compiled[row.pk] = compile_policy(row.policy)
+        pipelines["" if row.domain_id is None else str(row.domain_id)] = compiled
+        active.add(row.pk)
+    for stale in [key for key in _compiled if key not in active]:
+        del _compiled[stale]
     return pipelines
+
+
+def check_snapshot(current: Snapshot | None) -> Snapshot | None:
+    """A new snapshot if the registry changed since `current` was built (or it is due for
+    a rebuild anyway), else None. Synchronous: runs on the registry's executor."""
+    if current is not None and current.version is not None:
+        now = time.monotonic()
+        due = (
+            now >= current.expires
+            or now - current.loaded_at >= settings.CUBEAI_ROUTING_REBUILD_SECONDS
+        )
+        if not due and registry_version() == current.version:
+            return None
+    return load_snapshot()
 
 
 class Registry:
@@ -194,22 +286,52 @@ class Registry:
         self.breakers: dict[int, Breaker] = {}
         self.in_flight: Counter[int] = Counter()
         self._refreshing: asyncio.Task | None = None
-        self._rotation = itertools.count()
+        self._watcher: asyncio.Task | None = None
+        # model id -> the next turn of its round-robin among equally busy backends
+        self._turns: Counter[int] = Counter()
 
     async def current(self) -> Snapshot:
         snapshot = self.snapshot
         if snapshot is None or settings.CUBEAI_ROUTING_REFRESH_SECONDS <= 0:
             # No snapshot yet, or freshness asked for on every request (tests, debugging).
             return await self.refresh()
-        if time.monotonic() - snapshot.loaded_at > settings.CUBEAI_ROUTING_REFRESH_SECONDS and (
+        if settings.CUBEAI_OFFPATH_EXECUTORS:
+            # A serving process: one task checks every period, requests or not, so a change
+            # is seen within the period even after a quiet spell.
+            loop = asyncio.get_running_loop()
+            if (
+                self._watcher is None
+                or self._watcher.done()
+                or self._watcher.get_loop() is not loop
+            ):
+                self._watcher = loop.create_task(self._watch())
+        elif time.monotonic() - snapshot.checked_at > settings.CUBEAI_ROUTING_REFRESH_SECONDS and (
             self._refreshing is None or self._refreshing.done()
         ):
-            # Serve the current snapshot and reload beside the request.
-            self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
+            # In-process tests (one event loop per test): the request that finds the snapshot
+            # due starts the check beside itself, never waiting for it.
+            snapshot.checked_at = time.monotonic()
+            self._refreshing = asyncio.get_running_loop().create_task(self._check())
         return snapshot
 
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(settings.CUBEAI_ROUTING_REFRESH_SECONDS)
+            await self._check()
+
+    async def _check(self) -> None:
+        try:
+            snapshot = await offpath.run("registry", check_snapshot, self.snapshot)
+        except Exception:
+            # The database may be away for a while: keep routing on the snapshot we have.
+            log.warning("could not check the registry; routing on the last snapshot")
+            return
+        if snapshot is not None:
+            self.snapshot = snapshot
+
     async def refresh(self) -> Snapshot:
-        snapshot = await sync_to_async(load_snapshot, thread_sensitive=True)()
+        """Load a new snapshot now and wait for it."""
+        snapshot = await offpath.run("registry", load_snapshot)
         self.snapshot = snapshot
         return snapshot
 
@@ -235,14 +357,19 @@ class Registry:
             and self.breaker(backend_id).allows(now)
         ]
         if len(found) > 1:
-            turn = next(self._rotation) % len(found)
+            turn = self._turns[entry.id] % len(found)
+            self._turns[entry.id] = turn + 1
             found = found[turn:] + found[:turn]
             found.sort(key=lambda pair: self.in_flight[pair[0].id])
         return found
 
-    def started(self, backend_id: int) -> None:
-        """One more request in flight to this backend."""
+    def started(self, backend_id: int) -> bool:
+        """Count one more request in flight to this backend, if its breaker lets it through
+        now (False: a half-open breaker's probe is already out, or it opened meanwhile)."""
+        if not self.breaker(backend_id).take(time.monotonic()):
+            return False
         self.in_flight[backend_id] += 1
+        return True
 
     def finished(self, backend_id: int) -> None:
         """One request to this backend is over (answered, failed or abandoned)."""

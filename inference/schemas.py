@@ -113,3 +113,98 @@ class ErrorObject(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorObject
+
+
+# Responses: documented as OpenAI returns them; backends may add fields, which pass through.
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class CompletionUsage(_Response):
+    prompt_tokens: int
+    completion_tokens: int = 0
+    total_tokens: int
+
+
+class ChatCompletionMessage(_Response):
+    role: str
+    content: str | None = None
+
+
+class ChatCompletionChoice(_Response):
+    index: int
+    message: ChatCompletionMessage
+    finish_reason: str | None = None
+
+
+class ChatCompletion(_Response):
+    """A chat completion; with `stream: true`, a `text/event-stream` of
+    `chat.completion.chunk` objects (`data: {...}` events) ending with `data: [DONE]`."""
+
+    id: str
+    object: str = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage | None = None
+
+
+class CompletionChoice(_Response):
+    index: int
+    text: str
+    finish_reason: str | None = None
+
+
+class Completion(_Response):
+    """A completion; with `stream: true`, a `text/event-stream` of `text_completion` chunks
+    ending with `data: [DONE]`."""
+
+    id: str
+    object: str = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage | None = None
+
+
+class Embedding(_Response):
+    object: str = "embedding"
+    index: int
+    # floats, or base64 of little-endian float32 with `encoding_format: base64`
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(_Response):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class CreateEmbeddingResponse(_Response):
+    object: str = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage | None = None
+
+
+class Transcription(_Response):
+    """`response_format` json (and, with more fields, verbose_json); text, srt and vtt are
+    `text/plain`."""
+
+    text: str
+
+
+class AttestationList(_Response):
+    """Fresh evidence of each backend serving the domain, for the client's nonce."""
+
+    object: str = "list"
+    nonce: str
+    data: list[dict[str, Any]]
+
+
+class AttestationPolicyList(_Response):
+    """The active attestation policy of each backend serving the domain."""
+
+    object: str = "list"
+    data: list[dict[str, Any]]

@@ -190,7 +190,8 @@ async def open_response(
     wait = settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT if stream else None
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
         breaker = registry.breaker(target.id)
-        registry.started(target.id)
+        if not registry.started(target.id):
+            continue  # a half-open breaker whose one probe is already out
         began = time.monotonic()
         try:
             async with asyncio.timeout(wait):

@@ -82,8 +82,9 @@ class AttestationPolicyView(APIView):
 
     @extend_schema(
         responses=OpenApiResponse(
-            description="The active version and all versions, or the "
-            "active policy as a JSON file with ?format=export."
+            response={"type": "object", "additionalProperties": True},
+            description="The active version and all versions (backend, tee_type, active, "
+            "versions), or the active policy as a JSON file with ?format=export.",
         )
     )
     def get(self, request, name: str):

@@ -16,3 +16,8 @@ os.environ.setdefault("CUBEAI_ATTESTATION_CLIENT_TOKEN_RPM", "1000000")
 os.environ.setdefault("CUBEAI_ATTESTATION_CLIENT_DOMAIN_RPM", "1000000")
 
 from cubeai.settings import *  # noqa: F403
+
+# In-process tests read and write through one uncommitted transaction that only Django's
+# shared sync thread sees, so the background work runs there (inference/offpath.py). The
+# servers the tests start (cubeai.settings) keep the executors on, as in production.
+CUBEAI_OFFPATH_EXECUTORS = False

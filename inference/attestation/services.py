@@ -26,7 +26,7 @@ from inference import credentials
 from inference.attestation.challenge import NONCE_BYTES, Challenge, run_challenge, tee_of
 from inference.attestation.selectors import policy_active
 from inference.errors import RateLimited
-from inference.models import AttestationPolicy, AttestationRecord, Backend
+from inference.models import AttestationPolicy, AttestationRecord, Backend, registry_changed
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ def attestation_policy_set(
                 attestation_error=f"policy changed to version {row.version}; not attested yet",
                 updated_at=timezone.now(),
             )
+            registry_changed()
     log.info("attestation policy of %s is now version %s", backend.name, row.version)
     return row
 
@@ -128,6 +129,7 @@ def backend_attest(*, backend: Backend, trigger: str, deliver: bool = True) -> A
                 "attestation of %s failed: %s", backend.name, "; ".join(challenge.result.reasons)
             )
         Backend.objects.filter(pk=backend.pk).update(**changes)
+        registry_changed()
         record = AttestationRecord.objects.create(
             backend=current,
             at=now,

@@ -150,20 +150,31 @@ def fake_upstream_url(tmp_path_factory):
 GATEWAY_MAX_AUDIO_BYTES = 1024 * 1024
 
 
-def start_gateway(tmp: Path, **settings: str):
-    """The real gateway (uvicorn, one worker) on the test database, with no caching of
-    routing or auth so each test sees the rows it wrote."""
+# What the end-to-end gateways change from production: no caching of routing or auth, so
+# each test sees the rows it wrote at once. `PRODUCTION` keeps production's instead
+# (tests/inference/test_production_settings.py).
+NO_CACHES = {
+    "CUBEAI_ROUTING_REFRESH_SECONDS": "0",
+    "CUBEAI_AUTH_CACHE_SECONDS": "0",
+    "CUBEAI_TOKEN_CACHE_SECONDS": "0",
+    "CUBEAI_BREAKER_COOLDOWN_SECONDS": "30",
+}
+PRODUCTION: dict[str, str] = {}
+
+
+def start_gateway(tmp: Path, caches: dict[str, str] = NO_CACHES, **settings: str):
+    """The real gateway (uvicorn, one worker) on the test database, by default with no
+    caching of routing or auth so each test sees the rows it wrote."""
     port = free_port()
     env = _subprocess_env(
         DJANGO_DEBUG="true",
-        CUBEAI_ROUTING_REFRESH_SECONDS="0",
-        CUBEAI_AUTH_CACHE_SECONDS="0",
-        CUBEAI_TOKEN_CACHE_SECONDS="0",
-        CUBEAI_BREAKER_COOLDOWN_SECONDS="30",
         CUBEAI_MAX_AUDIO_BYTES=str(GATEWAY_MAX_AUDIO_BYTES),
         CUBEAI_USAGE_FLUSH_SECONDS="0.2",
-        **settings,
+        **{**caches, **settings},
     )
+    for name in NO_CACHES:
+        if name not in {**caches, **settings}:
+            env.pop(name, None)  # production's default, not an inherited variable
     command = [sys.executable, "-m", "uvicorn", "cubeai.asgi:application", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--log-level", "warning"]
     command += ["--http", "cubeai.server:HttpToolsProtocol"]

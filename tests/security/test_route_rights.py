@@ -161,6 +161,7 @@ ROUTES: dict[str, dict[str, Rule]] = {
     },
     # The management API.
     "api/schema/": {"GET": public(200)},
+    "api/<path:rest>/": {"GET": public(404), "POST": public(404)},
     "api/docs/": {"GET": public(200)},
     "api/registry/^backends/$": {"GET": staff(), "POST": staff(body={})},
     "api/registry/^backends/(?P<pk>[^/.]+)/$": {

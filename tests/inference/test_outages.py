@@ -1,0 +1,91 @@
+"""PostgreSQL or Redis away (a restart, a failover): the API answers a clean 503 in OpenAI's
+envelope with `Retry-After`, never a 500, and serves again when they are back."""
+
+import pytest
+from django.db import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from domains import permissions
+from inference.limits import RateLimiter
+from tokens import services as token_services
+
+CHAT = {"model": "any", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def assert_retry_later(response):
+    assert response.status_code == 503
+    assert response["Retry-After"] == "2"
+    error = response.json()["error"]
+    assert error["code"] == "service_unavailable" and error["type"] == "server_error"
+    assert "OperationalError" not in error["message"] and "Redis" not in error["message"]
+
+
+@pytest.mark.django_db
+def test_the_database_away_is_a_503_to_retry(client, alice, domain, pat, monkeypatch):
+    token = pat(alice, scopes=[permissions.MODELS_READ])
+    url, auth = f"/proxy/{domain.pk}/v1/models", {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    real = token_services.token_authenticate
+
+    def away(*args, **kwargs):
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(token_services, "token_authenticate", away)
+    assert_retry_later(client.get(url, **auth))
+    monkeypatch.setattr(token_services, "token_authenticate", real)
+    assert client.get(url, **auth).status_code == 200
+
+
+@pytest.mark.django_db
+def test_redis_away_is_a_503_to_retry(client, alice, domain, pat, monkeypatch):
+    token = pat(alice, scopes=[permissions.CHAT])
+
+    async def away(self, keys, window):
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(RateLimiter, "_count", away)
+    response = client.post(
+        f"/proxy/{domain.pk}/v1/chat/completions",
+        CHAT,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
+    assert_retry_later(response)
+
+
+@pytest.mark.django_db
+def test_usage_written_during_a_database_outage_is_kept_and_written_after(
+    settings, domain, monkeypatch
+):
+
+    from inference import metering
+    from inference.models import UsageEvent
+
+    settings.CUBEAI_USAGE_FLUSH_SECONDS = 0.05
+    metering.drain()
+    real = UsageEvent.objects.bulk_create
+
+    def away(*args, **kwargs):
+        raise OperationalError("the database system is shutting down")
+
+    def event(request_id: str) -> dict:
+        return {"domain_id": domain.pk, "request_id": request_id, "endpoint": "chat", "status": 200}
+
+    async def outage_then_back():
+        metering.record(**event("during-1"))
+        metering.record(**event("during-2"))
+        monkeypatch.setattr(UsageEvent.objects, "bulk_create", away)
+        await metering.flush()  # fails: kept
+        assert [e["request_id"] for e in metering._buffer] == ["during-1", "during-2"]
+        metering.record(**event("after"))
+        monkeypatch.setattr(UsageEvent.objects, "bulk_create", real)
+        await metering.flush()
+
+    from asgiref.sync import async_to_sync
+
+    async_to_sync(outage_then_back)()
+    assert sorted(UsageEvent.objects.values_list("request_id", flat=True)) == [
+        "after",
+        "during-1",
+        "during-2",
+    ]
+    assert metering._buffer == []

@@ -1,0 +1,261 @@
+"""The real gateway with production's routing refresh, caches and executors, under load.
+
+The other end-to-end suites turn the routing refresh and the auth caches off, so that each
+test sees the rows it wrote at once; this one keeps production's (a routing check every
+2 s, 1 s auth and token caches, a 10 s breaker cool-down, the off-path executors) and
+checks what they must not break: least-busy routing across snapshot rebuilds, a new backend
+taking its share and not all the traffic, and revocation, access and guardrail policy
+changes taking effect within the documented delay while requests keep coming.
+"""
+
+import datetime
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from django.utils import timezone
+
+from domains import permissions
+from domains.models import User
+from domains.selectors import Actor
+from guardrails.services import policy_save
+from inference import access
+from inference.models import Backend, Deployment, Model
+from tests.inference.conftest import PRODUCTION, committed, start_gateway, usage_row
+from tokens import services as token_services
+from tokens.models import Token
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
+
+# The documented delays: a revocation within the auth cache plus the token cache (1 s
+# each); a registry or policy change within the routing check period (2 s) plus its
+# rebuild. The slack is for a machine loaded by other test runs.
+REVOCATION_DELAY = 1 + 1
+ROUTING_DELAY = 2
+SLACK = 1.5
+
+
+@dataclass
+class Prod:
+    gateway: str
+    token: str
+    domain_id: str
+
+    def url(self, path: str) -> str:
+        return f"{self.gateway}/proxy/{self.domain_id}/v1/{path}"
+
+
+@pytest.fixture(scope="module")
+def prod(stack, django_db_blocker, tmp_path_factory):
+    with django_db_blocker.unblock():
+        # Production's caches and refresh; only the rate limits are lifted, for the load.
+        process, url = start_gateway(
+            tmp_path_factory.mktemp("prod-gateway"),
+            PRODUCTION,
+            CUBEAI_RATE_LIMIT_TOKEN_RPM="1000000",
+            CUBEAI_RATE_LIMIT_DOMAIN_RPM="1000000",
+        )
+        fake = Backend.objects.get(name="e2e-fake-ok").base_url
+        model = Model.objects.create(name="prod-paced", tasks=["chat"])
+        for name in ("e2e-prod-a", "e2e-prod-b"):
+            backend = Backend.objects.create(
+                name=name, base_url=fake, kind="openai", allow_not_confidential=True
+            )
+            Deployment.objects.create(model=model, backend=backend, upstream_model="paced")
+        Model.objects.create(name="prod-echo", tasks=["chat"]).deployments.create(
+            backend=Backend.objects.get(name="e2e-fake-ok"), upstream_model="echo"
+        )
+    yield Prod(gateway=url, token=stack.alice_token, domain_id=str(stack.alpha.pk))
+    from tests.conftest import _stop
+
+    _stop(process)
+    with django_db_blocker.unblock():
+        Model.objects.filter(name__startswith="prod-").delete()
+        Backend.objects.filter(name__startswith="e2e-prod-").delete()
+
+
+def stream(prod: Prod, model: str, token: str | None = None) -> str:
+    """A streamed chat request read to its end; returns its request id."""
+    request_id = f"req-prod-{uuid.uuid4().hex[:16]}"
+    headers = {"Authorization": f"Bearer {token or prod.token}", "x-request-id": request_id}
+    body = {"model": model, "messages": [{"role": "user", "content": "x"}], "stream": True}
+    with httpx.stream(
+        "POST", prod.url("chat/completions"), headers=headers, json=body, timeout=30
+    ) as response:
+        assert response.status_code == 200, response.read()
+        assert response.read().rstrip().endswith(b"data: [DONE]")
+    return request_id
+
+
+def backends_of(request_ids: list[str]) -> dict[str, int]:
+    served: dict[str, int] = {}
+    for request_id in request_ids:
+        name = usage_row(request_id)["backend"]
+        served[name] = served.get(name, 0) + 1
+    return served
+
+
+def burst(prod: Prod, model: str, count: int) -> list[str]:
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(lambda _: stream(prod, model), range(count)))
+
+
+def registry_write() -> None:
+    """A write that routing sees (it bumps the registry version): a rebuild follows."""
+    committed(lambda: Backend.objects.get(name="e2e-prod-a").save())
+
+
+def test_least_busy_routing_holds_across_rebuilds(prod):
+    # Eight streams of ~0.6 s each at once: least busy first puts four on each backend.
+    first = backends_of(burst(prod, "prod-paced", 8))
+    assert set(first) == {"e2e-prod-a", "e2e-prod-b"}
+    assert all(3 <= count <= 5 for count in first.values()), first
+    # Now rebuild the snapshot while streams are in flight, twice.
+    with ThreadPoolExecutor(1) as pool:
+        during = pool.submit(burst, prod, "prod-paced", 8)
+        registry_write()
+        time.sleep(ROUTING_DELAY + 0.5)
+        registry_write()
+        during.result()
+    time.sleep(ROUTING_DELAY + 0.5)
+    # Every request counted done against the count it was counted in: still even.
+    after = backends_of(burst(prod, "prod-paced", 8))
+    assert all(3 <= count <= 5 for count in after.values()), after
+
+
+def test_a_new_backend_takes_its_share_not_all_the_traffic(prod):
+    def add():
+        fake = Backend.objects.get(name="e2e-fake-ok").base_url
+        backend = Backend.objects.create(
+            name="e2e-prod-c", base_url=fake, kind="openai", allow_not_confidential=True
+        )
+        Deployment.objects.create(
+            model=Model.objects.get(name="prod-paced"), backend=backend, upstream_model="paced"
+        )
+
+    committed(add)
+    time.sleep(ROUTING_DELAY + 0.5)
+    served = backends_of(burst(prod, "prod-paced", 9))
+    assert set(served) == {"e2e-prod-a", "e2e-prod-b", "e2e-prod-c"}, served
+    assert all(2 <= count <= 4 for count in served.values()), served
+
+
+class Load:
+    """Requests in a loop from a few threads, recording (time, status) of each."""
+
+    def __init__(self, request) -> None:
+        self.request = request
+        self.results: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.run) for _ in range(4)]
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                sent = time.monotonic()
+                self.results.append((sent, self.request(client)))
+                time.sleep(0.02)
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        deadline = time.monotonic() + 15
+        while len(self.results) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def settled(self, status: int, since: float) -> float:
+        """Seconds from `since` until every request sent got `status` (the last one sent
+        that did not), checking that requests did get it in the end."""
+        later = [(at, got) for at, got in self.results if at > since]
+        assert later and later[-1][1] == status, sorted({got for _, got in later})
+        others = [at for at, got in later if got != status]
+        return max(others, default=since) - since
+
+
+def test_a_revocation_takes_effect_within_its_delay_under_load(prod, stack):
+    def issue():
+        owner = User.objects.get(email="e2e-alice@example.com")
+        expires = timezone.now() + datetime.timedelta(days=1)
+        return token_services.token_issue(
+            owner=owner, name="prod", scopes=sorted(permissions.ALL), expires_at=expires
+        )
+
+    row, token = committed(issue)
+
+    def models(client) -> int:
+        return client.get(
+            prod.url("models"), headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+
+    with Load(models) as load:
+        assert {status for _, status in load.results} == {200}
+        revoked_at = time.monotonic()
+        committed(lambda: token_services.token_revoke(token=Token.objects.get(pk=row.pk)))
+        time.sleep(REVOCATION_DELAY + SLACK + 1)
+    delay = load.settled(401, revoked_at)
+    assert delay <= REVOCATION_DELAY + SLACK, delay
+
+
+def test_a_model_denial_takes_effect_within_its_delay_under_load(prod, stack):
+    def chat(client) -> int:
+        body = {"model": "prod-echo", "messages": [{"role": "user", "content": "x"}]}
+        headers = {"Authorization": f"Bearer {prod.token}"}
+        return client.post(prod.url("chat/completions"), json=body, headers=headers).status_code
+
+    admin = Actor(
+        user=committed(lambda: User.objects.get(email="e2e-alice@example.com")),
+        permissions=frozenset(permissions.ALL),
+    )
+
+    def rule(allowed):
+        return committed(
+            lambda: access.model_access_set(
+                actor=admin, domain=stack.alpha, model="prod-echo", allowed=allowed
+            )
+        )
+
+    try:
+        with Load(chat) as load:
+            assert {status for _, status in load.results} == {200}
+            denied_at = time.monotonic()
+            rule(False)
+            time.sleep(ROUTING_DELAY + SLACK + 1.5)
+        delay = load.settled(404, denied_at)
+        assert delay <= ROUTING_DELAY + SLACK, delay
+    finally:
+        rule(None)
+        time.sleep(ROUTING_DELAY + SLACK)  # allowed again for the tests that follow
+
+
+def test_a_guardrail_policy_takes_effect_within_its_delay_under_load(prod, stack):
+    def chat(client) -> int:
+        body = {"model": "prod-echo", "messages": [{"role": "user", "content": "project osprey"}]}
+        headers = {"Authorization": f"Bearer {prod.token}"}
+        return client.post(prod.url("chat/completions"), json=body, headers=headers).status_code
+
+    admin = Actor(
+        user=committed(lambda: User.objects.get(email="e2e-alice@example.com")),
+        permissions=frozenset(permissions.ALL),
+    )
+    deny = {"NAME": "guardrails.checks.denylist.DenyList", "OPTIONS": {"terms": ["osprey"]}}
+    with Load(chat) as load:
+        assert {status for _, status in load.results} == {200}
+        saved_at = time.monotonic()
+        committed(
+            lambda: policy_save(
+                domain=stack.alpha, document={"description": "osprey", "input": [deny]}, actor=admin
+            )
+        )
+        time.sleep(ROUTING_DELAY + SLACK + 1.5)
+    delay = load.settled(400, saved_at)
+    assert delay <= ROUTING_DELAY + SLACK, delay
