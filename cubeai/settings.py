@@ -348,6 +348,9 @@ CUBEAI_USAGE_FLUSH_SECONDS = float(os.environ.get("CUBEAI_USAGE_FLUSH_SECONDS", 
 CUBEAI_RATE_LIMIT_TOKEN_RPM = envint("CUBEAI_RATE_LIMIT_TOKEN_RPM", "600")
 CUBEAI_RATE_LIMIT_DOMAIN_RPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_RPM", "6000")
 DATA_UPLOAD_MAX_MEMORY_SIZE = CUBEAI_MAX_JSON_BYTES
+# The browser chat: chunks held for a browser that reads slower than the model writes; past
+# that the reply is stopped (and its upstream request cancelled) rather than buffered.
+CUBEAI_CHAT_BUFFER_CHUNKS = envint("CUBEAI_CHAT_BUFFER_CHUNKS", "256")
 
 # Attestation of backends (inference/attestation/README.md).
 CUBEAI_ATTESTATION_PERIOD_SECONDS = envint("CUBEAI_ATTESTATION_PERIOD_SECONDS", "600")

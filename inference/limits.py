@@ -140,13 +140,16 @@ class RateLimiter:
             self._local = {k: v for k, v in self._local.items() if v[0] == window}
         return counts
 
-    async def check(self, *, token_id: int, domain_id: str) -> dict[str, str]:
-        """Count this request; raise 429 over a limit; return the x-ratelimit headers."""
+    async def check(self, *, caller_key: str, domain_id: str) -> dict[str, str]:
+        """Count this request; raise 429 over a limit; return the x-ratelimit headers.
+
+        `caller_key` names who is counted against the per-token limit: a token (`t:<id>`)
+        or a signed-in browser session's user (`u:<id>`), see `Caller.rate_key`."""
         now = time.time()
         window = int(now // 60)
         reset = 60 - int(now % 60)
         limits = (settings.CUBEAI_RATE_LIMIT_TOKEN_RPM, settings.CUBEAI_RATE_LIMIT_DOMAIN_RPM)
-        keys = [f"rl:t:{token_id}:{window}", f"rl:d:{domain_id}:{window}"]
+        keys = [f"rl:{caller_key}:{window}", f"rl:d:{domain_id}:{window}"]
         token_count, domain_count = await self._count(keys, window)
         remaining = min(limits[0] - token_count, limits[1] - domain_count)
         headers = {

@@ -272,6 +272,9 @@ class _recorded:
             error.headers = {**self.call.headers, **error.headers}
         if isinstance(error, DomainError):
             self.call.record(error.status)
+        elif isinstance(error, asyncio.CancelledError):
+            # The client left (or stopped the reply) before the answer began.
+            self.call.record(499)
         elif error is not None:
             self.call.record(500)
         elif self.record_success:
@@ -294,7 +297,7 @@ async def _generate(call: Call, params: dict) -> Reply | Stream:
 async def _admit(call: Call, params: dict) -> tuple[ModelEntry, list[tuple[Target, str]]]:
     """Rate limit, permission, model access and routing, capabilities and context length."""
     call.rate_headers = await rate_limiter.check(
-        token_id=call.caller.token_id, domain_id=call.caller.domain_id
+        caller_key=call.caller.rate_key, domain_id=call.caller.domain_id
     )
     entry, candidates = await _route(call, params["model"])
     _check_capabilities(entry, params)
