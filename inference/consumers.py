@@ -97,24 +97,28 @@ class Figures:
 
     started: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
+    last_token: float | None = None
     tokens: int = 0
     usage: dict = field(default_factory=dict)
 
     def token(self) -> None:
+        self.last_token = time.perf_counter()
         if self.first_token is None:
-            self.first_token = time.perf_counter()
+            self.first_token = self.last_token
         self.tokens += 1
 
     def as_dict(self) -> dict[str, Any]:
         now = time.perf_counter()
         completion = int(self.usage.get("completion_tokens") or self.tokens)
-        generating = now - self.first_token if self.first_token is not None else 0.0
+        # The rate of generation: the tokens after the first over the time they took.
+        generating = (self.last_token or 0.0) - (self.first_token or 0.0)
+        rate = (completion - 1) / generating if completion > 1 and generating > 0 else None
         return {
             "ttft_ms": round((self.first_token - self.started) * 1000, 1)
             if self.first_token is not None
             else None,
             "duration_ms": round((now - self.started) * 1000, 1),
-            "tokens_per_second": round(completion / generating, 1) if generating > 0 else None,
+            "tokens_per_second": round(rate, 1) if rate is not None else None,
             "prompt_tokens": self.usage.get("prompt_tokens"),
             "completion_tokens": completion,
         }
