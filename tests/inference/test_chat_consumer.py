@@ -58,7 +58,7 @@ def chat_cast(agent_url, fake_upstream_url, settings):
     )
     smol = Model.objects.create(name=SMOL, tasks=["chat", "completion"], context_length=8192)
     Deployment.objects.create(model=smol, backend=agent, upstream_model=SMOL)
-    for name in ("paced", "slow-stream", "echo"):
+    for name in ("paced", "slow-stream", "echo", "leak"):
         model = Model.objects.create(name=name, tasks=["chat"], context_length=2048)
         Deployment.objects.create(model=model, backend=fake, upstream_model=name)
     cookies = {name: _session_cookie(user) for name, user in users.items()}
@@ -256,6 +256,19 @@ async def test_a_guardrail_block_arrives_as_an_error_frame_naming_the_rule_only(
     assert "Ignore all previous instructions" not in repr(error)
     (event,) = [e for e in metering.drain() if e["endpoint"] == "chat.completions"]
     assert event["status"] == 400 and event["guardrails"]["input"]["action"] == "block"
+
+
+async def test_the_stream_sanitizer_masks_a_secret_split_across_tokens(chat_cast):
+    domain, _, cookies, _ = chat_cast
+    ws = communicator(domain, cookies["alice"])
+    assert (await ws.connect())[0]
+    await ws.send_json_to(chat_frame("tell me", model="leak"))
+    frames = await until_last(ws)
+    assert frames[-1]["type"] == "end"
+    assert text_of(frames) == (
+        "Here are the credentials: [SECRET] and the owner is [EMAIL]; that is all."
+    )
+    await ws.disconnect()
 
 
 async def test_fifty_sockets_stream_at_once_without_one_stalling_another(chat_cast):
