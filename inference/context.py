@@ -2,10 +2,11 @@
 
 Steps 1-3 of the request flow (authenticate, resolve the domain, authorize) run here for
 every entry point: a personal access token for the API (`caller_for`), a signed-in browser
-session for the chat's WebSocket consumer (`session_caller`). Verified results are kept in process memory for
-`CUBEAI_AUTH_CACHE_SECONDS` (1 s by default), keyed by a hash of the whole token, so a
-revocation, a removed membership or a role change is seen within that bound plus the token
-cache's own (both 1 s by default), and the hot path does no database work in between.
+session for the chat's WebSocket consumer (`session_caller`). Verified tokens are kept in
+process memory for `CUBEAI_AUTH_CACHE_SECONDS` (1 s by default), keyed by a hash of the
+whole token, so a revocation, a removed membership or a role change is seen within that
+bound plus the token cache's own (both 1 s by default), and the hot path does no database
+work in between. A session's membership is read on every chat message, never cached.
 """
 
 import hashlib
