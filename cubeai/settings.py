@@ -420,6 +420,9 @@ CUBEAI_METRICS_ALLOWED_NETWORKS = envlist("CUBEAI_METRICS_ALLOWED_NETWORKS", "")
 CUBEAI_METRICS_WORKER_PORT = envint("CUBEAI_METRICS_WORKER_PORT", "0")
 CUBEAI_METRICS_WORKER_HOST = os.environ.get("CUBEAI_METRICS_WORKER_HOST", "127.0.0.1")
 DATA_UPLOAD_MAX_MEMORY_SIZE = CUBEAI_MAX_JSON_BYTES
+# The browser chat: chunks held for a browser that reads slower than the model writes; past
+# that the reply is stopped (and its upstream request cancelled) rather than buffered.
+CUBEAI_CHAT_BUFFER_CHUNKS = envint("CUBEAI_CHAT_BUFFER_CHUNKS", "256")
 
 # Attestation of backends (inference/attestation/README.md).
 CUBEAI_ATTESTATION_PERIOD_SECONDS = envint("CUBEAI_ATTESTATION_PERIOD_SECONDS", "600")

@@ -328,6 +328,9 @@ class _recorded:
             error.headers = {**self.call.headers, **error.headers}
         if isinstance(error, DomainError):
             self.call.record(error.status)
+        elif isinstance(error, asyncio.CancelledError):
+            # The client left (or stopped the reply) before the answer began.
+            self.call.record(499)
         elif error is not None:
             self.call.record(500)
         elif self.record_success:
@@ -355,6 +358,7 @@ async def _admit(call: Call, params: dict) -> tuple[ModelEntry, list[tuple[Targe
     call.ticket = await gate.admit(
         domain_id=call.caller.domain_id,
         token_id=call.caller.token_id,
+        user_id=call.caller.user_id,
         cost=_reserve(call, params),
         stream=bool(params.get("stream")),
         on_reject=_count_rejection,

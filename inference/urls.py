@@ -7,6 +7,7 @@ from inference import views
 pages = [
     ("models/", views.domain_models, "domain_models"),
     ("models/set/", views.model_access_set, "model_access_set"),
+    ("chat/", views.domain_chat, "domain_chat"),
     ("usage/", views.domain_usage, "domain_usage"),
     ("attestation/", views.domain_attestation, "domain_attestation"),
     (

@@ -1,5 +1,5 @@
-"""Domain pages of inference: the models a domain may use, attestation (each backend serving
-the domain, its latest evidence) and usage."""
+"""Domain pages of inference: the models a domain may use, the browser chat, attestation (each
+backend serving the domain, its latest evidence) and usage."""
 
 import json
 
@@ -13,7 +13,7 @@ from domains.decorators import domain_page, form_service
 from inference import access, selectors
 from inference.attestation import selectors as attestation_selectors
 from inference.forms import ModelAccessForm
-from inference.models import Backend
+from inference.models import Backend, Model
 
 
 def _models_page(request: HttpRequest, *, status: int = 200) -> HttpResponse:
@@ -50,6 +50,19 @@ def model_access_set(request: HttpRequest) -> HttpResponse:
     for errors in form.errors.values():
         messages.error(request, " ".join(errors))
     return _models_page(request, status=400)
+
+
+@domain_page(permissions.CHAT)
+@require_GET
+def domain_chat(request: HttpRequest) -> HttpResponse:
+    """The chat page: the conversation lives in the browser and goes over the WebSocket
+    (`inference.consumers.ChatConsumer`); the page only lists the domain's chat models."""
+    models = [
+        model.name
+        for model in access.models_for_domain(request.domain).order_by("name")
+        if Model.Task.CHAT in model.tasks
+    ]
+    return render(request, "inference/chat.html", {"domain": request.domain, "models": models})
 
 
 def _tcb_text(claims: dict) -> str:

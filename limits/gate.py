@@ -77,7 +77,7 @@ class Ticket:
     settled: bool = False
 
 
-def resolve(domain_id: str, token_id: int) -> Effective:
+def resolve(domain_id: str, token_id: int | None) -> Effective:
     """The limits in force (synchronous: database reads, never writes)."""
     from limits.models import DomainLimits, FailureMode, TokenLimits
 
@@ -131,7 +131,7 @@ def resolve(domain_id: str, token_id: int) -> Effective:
 _cache: dict[tuple[str, int], tuple[float, Effective]] = {}
 
 
-async def effective(domain_id: str, token_id: int) -> Effective:
+async def effective(domain_id: str, token_id: int | None) -> Effective:
     """`resolve`, cached in this process for CUBEAI_LIMITS_CACHE_SECONDS."""
     key = (domain_id, token_id)
     now = time.monotonic()
@@ -149,7 +149,7 @@ def month() -> str:
     return time.strftime("%Y%m", time.gmtime())
 
 
-def budget_keys(domain_id: str, token_id: int | None = None) -> tuple[str, str]:
+def budget_keys(domain_id: str, token_id: int | str | None = None) -> tuple[str, str]:
     """The counter of a budget this month, and its 80 % warning flag."""
     base = f"cube:q:{domain_id}" if token_id is None else f"cube:q:{domain_id}:{token_id}"
     return f"{base}:{month()}", f"{base}:{month()}:warned"
@@ -181,7 +181,10 @@ def primary_store():
 _pending: list[Settlement] = []
 
 
-def plan_for(limits: Effective, domain_id: str, token_id: int, cost: int, stream: bool) -> Plan:
+def plan_for(
+    limits: Effective, domain_id: str, token_id: int | str, cost: int, stream: bool
+) -> Plan:
+    """`token_id`: the token, or `u<user id>` for a browser session."""
     token = f"cube:rl:{domain_id}:{token_id}"
     domain = f"cube:rl:{domain_id}"
     rates = [
@@ -260,11 +263,21 @@ async def _replay(store) -> None:
 
 
 async def admit(
-    *, domain_id: str, token_id: int, cost: int, stream: bool, on_reject=None
+    *,
+    domain_id: str,
+    token_id: int | None,
+    cost: int,
+    stream: bool,
+    user_id: int | None = None,
+    on_reject=None,
 ) -> Ticket:
-    """Check and charge every limit of this call at once; raise 429 (or 503) if refused."""
+    """Check and charge every limit of this call at once; raise 429 (or 503) if refused.
+
+    A signed-in browser session (no token) is counted under its user, with the domain's
+    per-token limits and budget."""
     limits = await effective(domain_id, token_id)
-    plan = plan_for(limits, domain_id, token_id, cost, stream)
+    who = token_id if token_id is not None else f"u{user_id}"
+    plan = plan_for(limits, domain_id, who, cost, stream)
     store, verdict = await _run(primary_store(), "acquire", plan, limits.failure_mode)
     headers = headers_for(plan, verdict)
     refused = verdict.refused

@@ -84,6 +84,7 @@ PAGES = (
     "domains/<uuid:domain_id>/",
     "domains/<uuid:domain_id>/models/",
     "domains/<uuid:domain_id>/models/set/",
+    "domains/<uuid:domain_id>/chat/",
     "domains/<uuid:domain_id>/usage/",
     "domains/<uuid:domain_id>/attestation/",
     "domains/<uuid:domain_id>/attestation/<int:backend_id>/evidence.json",
