@@ -13,6 +13,7 @@ from ninja.renderers import BaseRenderer
 from cubeai.exceptions import DomainError
 from inference.api import attestation_router, request_id_of, router
 from inference.errors import InferenceError, RouteNotFound, envelope
+from inference.jobs.api import router as jobs_router
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ api = NinjaAPI(
     parser=JSONParser(),
     renderer=JSONRenderer(),
 )
+# Before the main router, whose catch-all answers unknown paths.
+api.add_router("/{domain_id}/v1", jobs_router)
 api.add_router("/{domain_id}/v1", router)
 api.add_router("/{domain_id}", attestation_router)
 

@@ -274,3 +274,6 @@ class AttestationRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.backend} {'ok' if self.ok else 'failed'} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+from inference.jobs.models import TranscriptionJob  # noqa: E402,F401  (its own module)
