@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/", include("guardrails.urls_api")),
     path("profile/tokens/", include("tokens.urls")),
     path("", include("inference.urls")),
+    path("", include("inference.jobs.urls")),
     path("", include("domains.urls")),
     path("", include("guardrails.urls")),
 ]

@@ -10,10 +10,8 @@ Same auth and envelope as the rest of `/proxy/<domain-id>/v1`. A job is its crea
 other id (another member's, another domain's) is a 404.
 """
 
-import filetype
 import orjson
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Path, Router
 
@@ -48,14 +46,6 @@ def _require_audio(caller: Caller) -> None:
             "Your token or role allows neither `audio:transcriptions` nor `audio:translations` "
             "in this domain."
         )
-
-
-def audio_kind(head: bytes) -> str | None:
-    """The audio or video container the file's first bytes announce, or None."""
-    kind = filetype.guess(head)
-    if kind is None or kind.mime.split("/")[0] not in ("audio", "video"):
-        return None
-    return kind.mime
 
 
 CREATE_DOC = {
@@ -109,22 +99,7 @@ async def job_create(request: HttpRequest, domain_id: Path[str]):
         raise InferenceError(
             "`language` is not used for translations (the output is English).", param="language"
         )
-    if upload.size > settings.CUBEAI_MAX_AUDIO_BYTES:
-        raise InferenceError(
-            f"The audio file is larger than {settings.CUBEAI_MAX_AUDIO_BYTES} bytes.",
-            status=413,
-            param="file",
-            code="request_too_large",
-        )
-    content_type = audio_kind(upload.read(8192))
-    upload.seek(0)
-    if content_type is None:
-        raise InferenceError(
-            "The file is not audio in a format the models decode (flac, m4a, mp3, mp4, "
-            "mpeg, mpga, oga, ogg, wav, webm).",
-            param="file",
-            code="invalid_audio",
-        )
+    content_type = services.audio_content_type(upload)
     await pipeline.check_audio_job(request.auth, translate=translate, model=fields["model"])
     options = {k: fields[k] for k in ("prompt", "temperature") if k in fields}
     job = await _db(services.job_create)(

@@ -16,6 +16,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 
+import filetype
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, Value
@@ -26,6 +27,7 @@ from cubeai.exceptions import AuthenticationFailed, Conflict, NotFound
 from cubeai.lib.batches import delete_in_batches
 from domains.selectors import membership_for, membership_rights
 from inference.context import Caller
+from inference.errors import InferenceError
 from inference.jobs import storage
 from inference.jobs.models import TranscriptionJob as Job
 
@@ -76,6 +78,32 @@ def group_name(domain_id, owner_id) -> str:
 
 
 # Creating ---------------------------------------------------------------------------------
+
+AUDIO_FORMATS_TEXT = "flac, m4a, mp3, mp4, mpeg, mpga, oga, ogg, wav, webm"
+
+
+def audio_content_type(upload) -> str:
+    """The audio (or video) type an upload's first bytes announce; refuses an empty file,
+    one over `CUBEAI_MAX_AUDIO_BYTES` and one that is not audio, each with a clear error."""
+    if upload.size == 0:
+        raise InferenceError("The uploaded file is empty.", param="file")
+    if upload.size > settings.CUBEAI_MAX_AUDIO_BYTES:
+        raise InferenceError(
+            f"The audio file is larger than the limit of {settings.CUBEAI_MAX_AUDIO_BYTES} bytes.",
+            status=413,
+            param="file",
+            code="request_too_large",
+        )
+    head = upload.read(8192)
+    upload.seek(0)
+    kind = filetype.guess(head)
+    if kind is None or kind.mime.split("/")[0] not in ("audio", "video"):
+        raise InferenceError(
+            f"The file is not audio in a format the models decode ({AUDIO_FORMATS_TEXT}).",
+            param="file",
+            code="invalid_audio",
+        )
+    return kind.mime
 
 
 def job_create(
