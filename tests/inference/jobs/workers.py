@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import _stop, _subprocess_env
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class Worker:
