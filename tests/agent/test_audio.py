@@ -199,7 +199,7 @@ def silence_wav() -> bytes:
         (None, {"temperature": "hot"}, 400, "temperature"),
         (None, {"language": "de"}, 400, "language"),
         (None, {"timestamp_granularities[]": "word"}, 400, "timestamp_granularities[]"),
-        (None, {"stream": "true"}, 400, "stream"),
+        (None, {"speaker": "alice"}, 400, "speaker"),
     ],
     ids=[
         "not-audio",

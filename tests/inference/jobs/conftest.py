@@ -49,6 +49,8 @@ def worker(jobs_stack, queue, tmp_path_factory):
         CUBEAI_AUTH_CACHE_SECONDS="0",
         CUBEAI_TOKEN_CACHE_SECONDS="0",
         CUBEAI_USAGE_FLUSH_SECONDS="0.2",
+        CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_SECONDS="1",
+        CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS="3",
     ).start()
     yield worker
     worker.stop()

@@ -18,6 +18,7 @@ import pytest
 from inference.jobs import storage
 from inference.jobs.models import TranscriptionJob
 from inference.jobs.tasks import transcription_job_run, transcription_jobs_sweep
+from inference.models import Backend, Deployment, Model
 from tests.inference.conftest import GATEWAY_MAX_AUDIO_BYTES, committed, usage_row
 from tests.inference.jobs.conftest import LEASE_SECONDS, SENTENCE
 
@@ -244,6 +245,27 @@ def test_bad_input_is_refused_clearly_and_leaves_nothing_behind(jobs_stack, work
     assert job["id"] not in {j["id"] for j in charlie_list["data"]}
     follow(jobs_stack, job["id"])
     assert get(jobs_stack, f"/{job['id']}").json()["status"] == "succeeded"
+
+
+def test_a_backend_failure_is_retried_with_back_off_then_fails_the_job(jobs_stack, worker, speech):
+    def deploy_on_a_dead_backend():
+        dead = Backend.objects.get(name="e2e-dead")
+        model = Model.objects.create(name="whisper-dead", tasks=["transcription"])
+        Deployment.objects.create(model=model, backend=dead, upstream_model="whisper-tiny.en")
+
+    committed(deploy_on_a_dead_backend)
+    started = time.monotonic()
+    job = submit(jobs_stack, speech(SENTENCE).read_bytes(), model="whisper-dead").json()
+    seen = follow(jobs_stack, job["id"], timeout=60)
+    final = seen[-1]
+    assert final["status"] == "failed", final
+    assert final["attempts"] == 3
+    assert final["error"]["code"] == "backend_unavailable", final["error"]
+    # Back-off of 1 s, then 2 s between the three runs.
+    assert time.monotonic() - started >= 3
+    retrying = [s for s in seen if s["status"] == "queued" and s["error"]]
+    assert retrying and retrying[0]["error"]["retrying"] is True
+    assert uuid.UUID(job["id"]) not in stored_files()
 
 
 def test_the_list_pages_with_a_cursor(jobs_stack, worker):
