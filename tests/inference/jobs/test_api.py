@@ -21,6 +21,7 @@ from inference.jobs.tasks import transcription_job_run, transcription_jobs_sweep
 from inference.models import Backend, Deployment, Model
 from tests.inference.conftest import GATEWAY_MAX_AUDIO_BYTES, committed, usage_row
 from tests.inference.jobs.conftest import LEASE_SECONDS, SENTENCE
+from tests.inference.jobs.workers import Worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models, pytest.mark.django_db]
 
@@ -287,3 +288,22 @@ def test_the_openapi_document_describes_the_extension(jobs_stack):
     assert "delete" in paths["/proxy/{domain_id}/v1/audio/transcriptions/jobs/{job_id}"]
     result = paths["/proxy/{domain_id}/v1/audio/transcriptions/jobs/{job_id}/result"]["get"]
     assert "audio:translations" in result["description"]
+
+
+def test_a_job_past_its_time_limit_fails_and_leaves_no_audio(
+    jobs_stack, worker, long_speech, queue, tmp_path
+):
+    worker.stop()
+    limited = Worker(
+        queue, tmp_path, CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS="2", **worker.env
+    ).start()
+    try:
+        job = submit(jobs_stack, long_speech).json()
+        final = follow(jobs_stack, job["id"], timeout=60)[-1]
+    finally:
+        limited.stop()
+        worker.start()
+    assert final["status"] == "failed", final
+    assert final["error"]["code"] == "time_limit_exceeded"
+    assert final["attempts"] == 1
+    assert uuid.UUID(job["id"]) not in stored_files()

@@ -119,3 +119,18 @@ def test_a_finished_job_cannot_be_cancelled_and_others_jobs_are_not_found(
         response = client.post(url) if "cancel" in name else client.get(url)
         assert response.status_code == 404
     assert TranscriptionJob.objects.get(pk=bobs.pk).status == "queued"
+
+
+def test_cancelling_a_queued_job_on_the_page_deletes_its_audio(client, alice, domain, whisper):
+    job = TranscriptionJob.objects.create(domain=domain, owner=alice, model="whisper-tiny.en")
+    storage.save(job.pk, [b"RIFF....WAVE"])
+    signed_in(client, alice)
+    cancel = reverse(
+        "domain_transcription_cancel", kwargs={"domain_id": domain.pk, "job_id": job.pk}
+    )
+    followed = client.post(cancel, follow=True)
+    assert "The job is cancelled." in followed.content.decode()
+    row = TranscriptionJob.objects.get(pk=job.pk)
+    assert (row.status, row.options) == ("cancelled", {})
+    assert row.finished_at is not None
+    assert not storage.path_of(job.pk).exists()
