@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -45,7 +46,13 @@ from agent.errors import (
 )
 from agent.metrics import AgentMetrics
 from agent.models import Runtimes, load_runtimes
-from agent.runtimes import TextEndpoint, TextGenerator, TranscriptionOptions
+from agent.runtimes import (
+    Segment,
+    TextEndpoint,
+    TextGenerator,
+    Transcriber,
+    TranscriptionOptions,
+)
 from agent.schemas import (
     AttestationRequest,
     ChatCompletionRequest,
@@ -54,7 +61,7 @@ from agent.schemas import (
     EmbeddingRequest,
     parse,
 )
-from agent.transcripts import RESPONSE_FORMATS, decode_audio, render
+from agent.transcripts import RESPONSE_FORMATS, SAMPLE_RATE, decode_audio, render
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,7 @@ TRANSCRIPTION_FIELDS = {
     "response_format",
     "temperature",
     "timestamp_granularities[]",
+    "stream",
 }
 TRANSLATION_FIELDS = TRANSCRIPTION_FIELDS - {"language", "timestamp_granularities[]"}
 
@@ -276,11 +284,14 @@ def create_app(config: AgentConfig) -> Starlette:
                 raise invalid_request("Missing required parameter: 'file'.", param="file")
             data = await upload.read(MAX_AUDIO_BYTES + 1)
             options, response_format = _audio_options(form, task)
+            stream = _stream_flag(form)
         if len(data) > MAX_AUDIO_BYTES:
             raise AgentError(
                 "The audio file is larger than the 25 MB limit.", status=413, param="file"
             )
         audio = await asyncio.to_thread(decode_audio, data)
+        if stream:
+            return await _audio_stream(runtime, audio, options, task)
         transcript = await runtime.transcribe(audio, options)
         metrics.audio_seconds.labels(runtime.model_id).inc(transcript.duration)
         body, media_type = render(
@@ -289,6 +300,63 @@ def create_app(config: AgentConfig) -> Starlette:
         if isinstance(body, dict):
             return ORJSONResponse(body)
         return PlainTextResponse(body, media_type=media_type)
+
+    async def _audio_stream(
+        runtime: Transcriber, audio: Any, options: TranscriptionOptions, task: str
+    ) -> Response:
+        """The transcript as an event stream, one event per segment as it is decoded:
+        `transcript.text.delta` (OpenAI's event, with the segment and the audio's duration
+        added, so a client can tell how far the decoding is), then `transcript.text.done`
+        with the whole transcript in `verbose_json`'s fields. Errors found before the first
+        segment (an unsupported language) are a plain HTTP error."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Segment | None] = asyncio.Queue()
+        listening = True
+        duration = round(audio.size / SAMPLE_RATE, 3)
+
+        def on_segment(segment: Segment) -> bool:
+            # Called from the decoding thread; False stops the decoding (the client left).
+            if listening:
+                loop.call_soon_threadsafe(queue.put_nowait, segment)
+            return listening
+
+        job = asyncio.ensure_future(runtime.transcribe(audio, options, on_segment))
+        job.add_done_callback(lambda _: queue.put_nowait(None))
+        first = await queue.get()
+        if first is None and job.exception() is not None:
+            raise job.exception()
+
+        async def events() -> AsyncIterator[bytes]:
+            nonlocal listening
+            try:
+                segment = first
+                while segment is not None:
+                    yield _event(
+                        {
+                            "type": "transcript.text.delta",
+                            "delta": segment.text,
+                            "segment": asdict(segment),
+                            "duration": duration,
+                        }
+                    )
+                    segment = await queue.get()
+                transcript = job.result()
+                metrics.audio_seconds.labels(runtime.model_id).inc(transcript.duration)
+                body, _ = render(transcript, "verbose_json", task=task)
+                yield _event({"type": "transcript.text.done", **body})
+            except AgentError as exc:
+                yield _event(exc.envelope())
+            except Exception as exc:
+                logger.error("audio stream of %s failed: %s", runtime.model_id, frames_of(exc))
+                yield _event(server_error("The model runtime failed while decoding.").envelope())
+            finally:
+                listening = False
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def attestation(request: Request) -> Response:
         req = parse(AttestationRequest, await _json(request))
@@ -385,6 +453,13 @@ async def _json(request: Request) -> Any:
 def _field(form: Any, name: str) -> str | None:
     value = form.get(name)
     return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _stream_flag(form: Any) -> bool:
+    value = (_field(form, "stream") or "false").lower()
+    if value not in ("true", "false"):
+        raise invalid_request("'stream' must be true or false.", param="stream")
+    return value == "true"
 
 
 def _audio_options(form: Any, task: str) -> tuple[TranscriptionOptions, str]:

@@ -17,6 +17,7 @@ from cubeai import jsonbody
 from cubeai.exceptions import DomainError
 from inference.api import attestation_router, request_id_of, router
 from inference.errors import InferenceError, RouteNotFound, ServiceUnavailable, envelope
+from inference.jobs.api import router as jobs_router
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ api = API(
     parser=JSONParser(),
     renderer=JSONRenderer(),
 )
+# Before the main router, whose catch-all answers unknown paths.
+api.add_router("/{domain_id}/v1", jobs_router)
 api.add_router("/{domain_id}/v1", router)
 api.add_router("/{domain_id}", attestation_router)
 

@@ -182,7 +182,9 @@ if REDIS_URL:
     CELERY_RESULT_BACKEND = REDIS_URL
     # Redelivery after a crashed worker (see the README): acks late, short visibility timeout.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": envint("CUBEAI_CELERY_VISIBILITY_TIMEOUT", "600"),
+        # Longer than the longest task (a transcription job's time limit and its retries'
+        # back-off), or a running task is delivered again: checked below.
+        "visibility_timeout": envint("CUBEAI_CELERY_VISIBILITY_TIMEOUT", "3600"),
         "unacked_restore_interval": 1,
     }
 else:
@@ -206,6 +208,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ALWAYS_EAGER = False
+# The queue tasks are sent to and workers read (tests give each run a queue of its own).
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CUBEAI_CELERY_QUEUE", "celery")
 CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celery" / "beat-schedule")
 
@@ -503,5 +507,53 @@ CELERY_BEAT_SCHEDULE["attestation-records-purge"] = {
 }
 CELERY_BEAT_SCHEDULE["invitations-purge"] = {
     "task": "domains.tasks.invitations_purge",
+    "schedule": CUBEAI_RETENTION_PERIOD_SECONDS,
+}
+
+# Transcription jobs (inference/jobs): time limit per run, the lease a running worker renews
+# (the sweeper re-sends a job whose lease lapsed: a worker killed on the embedded broker),
+# retries of backend failures with exponential back-off, and how long results are kept.
+CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS = envint("CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS", "1800")
+CUBEAI_TRANSCRIPTION_LEASE_SECONDS = envint("CUBEAI_TRANSCRIPTION_LEASE_SECONDS", "30")
+CUBEAI_TRANSCRIPTION_QUEUED_LEASE_SECONDS = envint(
+    "CUBEAI_TRANSCRIPTION_QUEUED_LEASE_SECONDS", "300"
+)
+CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS = envint("CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS", "4")
+CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_SECONDS = envint(
+    "CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_SECONDS", "10"
+)
+CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_MAX_SECONDS = 300
+CUBEAI_TRANSCRIPTION_RESULT_DAYS = envint("CUBEAI_TRANSCRIPTION_RESULT_DAYS", "7")
+CUBEAI_TRANSCRIPTION_SWEEP_SECONDS = envint("CUBEAI_TRANSCRIPTION_SWEEP_SECONDS", "15")
+# How the page's WebSocket learns of progress: group messages on the Redis channel layer
+# ("layer"), or by following the job's row ("poll") where the in-process layer cannot cross
+# from the worker to the web process.
+CUBEAI_TRANSCRIPTION_PROGRESS = "layer" if REDIS_URL else "poll"
+CUBEAI_TRANSCRIPTION_POLL_SECONDS = float(
+    os.environ.get("CUBEAI_TRANSCRIPTION_POLL_SECONDS", "0.5")
+)
+if (
+    min(
+        CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS,
+        CUBEAI_TRANSCRIPTION_LEASE_SECONDS,
+        CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS,
+        CUBEAI_TRANSCRIPTION_RESULT_DAYS,
+    )
+    < 1
+):
+    sys.exit("CUBEAI_TRANSCRIPTION_* times, attempts and days must be at least 1.")
+if REDIS_URL and CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= (
+    CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS + CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_MAX_SECONDS
+):
+    sys.exit(
+        "CUBEAI_CELERY_VISIBILITY_TIMEOUT must exceed CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS "
+        f"+ {CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_MAX_SECONDS} s (the longest retry back-off)."
+    )
+CELERY_BEAT_SCHEDULE["transcription-jobs-sweep"] = {
+    "task": "inference.jobs.tasks.transcription_jobs_sweep",
+    "schedule": CUBEAI_TRANSCRIPTION_SWEEP_SECONDS,
+}
+CELERY_BEAT_SCHEDULE["transcription-jobs-purge"] = {
+    "task": "inference.jobs.tasks.transcription_jobs_purge",
     "schedule": CUBEAI_RETENTION_PERIOD_SECONDS,
 }

@@ -31,6 +31,7 @@ urlpatterns = [
     path("api/<path:rest>/", views.api_not_found),
     path("profile/tokens/", include("tokens.urls")),
     path("", include("inference.urls")),
+    path("", include("inference.jobs.urls")),
     path("", include("domains.urls")),
     path("", include("guardrails.urls")),
     path("", include("limits.urls")),

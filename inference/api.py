@@ -184,6 +184,18 @@ async def embeddings(request: HttpRequest, domain_id: Path[str], body: Embedding
 
 def _audio_form(request: HttpRequest) -> pipeline.Audio:
     """Validate an audio upload's fields like OpenAI does, before anything is sent upstream."""
+    upload, fields = audio_upload(request)
+    return pipeline.Audio(
+        data=upload.read(),
+        filename=upload.name or "audio",
+        content_type=upload.content_type or "application/octet-stream",
+        fields=fields,
+    )
+
+
+def audio_upload(request: HttpRequest, *, extra: frozenset[str] = frozenset()):
+    """The upload (rewound) and the validated fields of an audio form; `extra` names form
+    fields the endpoint reads itself (the jobs endpoint's `task`)."""
     if not request.content_type.startswith("multipart/form-data"):
         raise InferenceError(
             "Audio endpoints take multipart/form-data.",
@@ -229,18 +241,13 @@ def _audio_form(request: HttpRequest) -> pipeline.Audio:
             param="timestamp_granularities[]",
         )
     fields["timestamp_granularities[]"] = granularities
-    known = {"model", "response_format", "temperature", "language", "prompt"}
+    known = {"model", "response_format", "temperature", "language", "prompt", *extra}
     unknown = set(request.POST) - known - {"timestamp_granularities[]"}
     if unknown:
         name = sorted(unknown)[0]
         raise InferenceError(f"Unrecognized request argument supplied: {name}", param=name)
     upload.seek(0)
-    return pipeline.Audio(
-        data=upload.read(),
-        filename=upload.name or "audio",
-        content_type=upload.content_type or "application/octet-stream",
-        fields=fields,
-    )
+    return upload, fields
 
 
 AUDIO_DOC = {

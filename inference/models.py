@@ -292,3 +292,6 @@ def registry_changed() -> None:
     seen only with the rows that changed it)."""
     if not RegistryVersion.objects.filter(pk=1).update(version=models.F("version") + 1):
         RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+
+
+from inference.jobs.models import TranscriptionJob  # noqa: E402,F401  (its own module)

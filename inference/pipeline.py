@@ -17,12 +17,13 @@ memory only; what is recorded is counts, never content.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,14 +300,38 @@ async def embedding(caller: Caller, params: dict, *, request_id: str) -> Reply:
         return Reply(call, body)
 
 
-async def transcription(caller: Caller, audio: Audio, *, request_id: str) -> Reply:
-    """`POST /audio/transcriptions`: the backend's answer in the format asked for."""
-    return await _audio(Call(caller, TRANSCRIPTIONS, request_id), audio)
+# Told each segment of a transcript as the backend decodes it, with the audio's duration in
+# seconds; for transcription jobs, whose progress is the last segment's end over the duration.
+OnSegment = Callable[[dict, float], Awaitable[None]]
 
 
-async def translation(caller: Caller, audio: Audio, *, request_id: str) -> Reply:
-    """`POST /audio/translations`: speech in any language as English text."""
-    return await _audio(Call(caller, TRANSLATIONS, request_id), audio)
+async def transcription(
+    caller: Caller, audio: Audio, *, request_id: str, on_segment: OnSegment | None = None
+) -> Reply:
+    """`POST /audio/transcriptions`: the backend's answer in the format asked for.
+
+    With `on_segment`, the backend is asked to stream its transcript (`stream=true`), each
+    segment is passed to `on_segment` as it comes, and the reply is the whole transcript in
+    `verbose_json`'s fields, whatever `response_format` says.
+    """
+    return await _audio(Call(caller, TRANSCRIPTIONS, request_id), audio, on_segment)
+
+
+async def translation(
+    caller: Caller, audio: Audio, *, request_id: str, on_segment: OnSegment | None = None
+) -> Reply:
+    """`POST /audio/translations`: speech in any language as English text (`on_segment` as
+    for `transcription`)."""
+    return await _audio(Call(caller, TRANSLATIONS, request_id), audio, on_segment)
+
+
+async def check_audio_job(caller: Caller, *, translate: bool, model: str) -> None:
+    """At a transcription job's submission, what its run will check first: the permission
+    and the model's access and task (a 403 or 404 now rather than a failed job). No backend
+    is needed yet (the job waits for one), and the run itself is rate limited and metered."""
+    call = Call(caller, TRANSLATIONS if translate else TRANSCRIPTIONS, "")
+    with contextlib.suppress(NoBackend):
+        await _route(call, model)
 
 
 # The steps --------------------------------------------------------------------------------
@@ -498,10 +523,12 @@ def _json_body(params: dict):
     return body_for
 
 
-async def _audio(call: Call, audio: Audio) -> Reply:
+async def _audio(call: Call, audio: Audio, on_segment: OnSegment | None = None) -> Reply:
     async with _recorded(call):
         _, candidates = await _admit(call, audio.fields)
         fields = await guard.check_request(call, audio.fields, classify=_classifier(call))
+        if on_segment is not None:
+            fields = {**fields, "stream": "true"}
 
         def form_for(upstream_model: str) -> aiohttp.FormData:
             form = aiohttp.FormData()
@@ -515,9 +542,40 @@ async def _audio(call: Call, audio: Audio) -> Reply:
 
         # aiohttp sets the multipart content type, with its boundary, itself.
         async with upstream.exchange(call, candidates, form_for, content_type=None) as response:
+            if on_segment is not None:
+                return Reply(call, await _transcript_events(call, response, on_segment))
             content = await response.read()
             content_type = response.headers.get("Content-Type", "application/json")
         return Reply(call, content, content_type)
+
+
+async def _transcript_events(
+    call: Call, response: aiohttp.ClientResponse, on_segment: OnSegment
+) -> dict:
+    """Read a backend's streamed transcript: each `transcript.text.delta` event's segment
+    goes to `on_segment`; the `transcript.text.done` event is the whole transcript."""
+    try:
+        async for raw_line in response.content:
+            line = raw_line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                event = orjson.loads(line[5:].strip())
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if "error" in event:
+                raise UpstreamFailed("The backend failed while transcribing.")
+            kind = event.get("type")
+            if kind == "transcript.text.delta" and isinstance(event.get("segment"), dict):
+                await on_segment(event["segment"], float(event.get("duration") or 0.0))
+            elif kind == "transcript.text.done":
+                event.pop("type")
+                return event
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        raise UpstreamFailed("The backend's transcript stream failed or stalled.") from None
+    raise UpstreamFailed("The backend closed the transcript stream early.")
 
 
 async def _open_stream(call: Call, candidates: list[tuple[Target, str]], params: dict) -> Stream:

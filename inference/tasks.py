@@ -66,3 +66,7 @@ def attestation_records_purge() -> int:
         older_than_days=settings.CUBEAI_RETENTION_ATTESTATION_DAYS,
         batch_size=settings.CUBEAI_RETENTION_BATCH_SIZE,
     )
+
+
+# Transcription jobs live in their own package; importing registers their tasks.
+from inference.jobs import tasks as _jobs_tasks  # noqa: E402,F401

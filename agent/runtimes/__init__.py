@@ -7,7 +7,7 @@ OpenAI responses. Runtimes are loaded once at start-up and shared by all request
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -108,6 +108,13 @@ class Transcriber(Runtime, Protocol):
 
     multilingual: bool
 
-    async def transcribe(self, audio: np.ndarray, options: TranscriptionOptions) -> Transcript:
-        """Transcribe 16 kHz mono float32 samples."""
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: TranscriptionOptions,
+        on_segment: Callable[[Segment], bool] | None = None,
+    ) -> Transcript:
+        """Transcribe 16 kHz mono float32 samples. ``on_segment`` is called (from the
+        decoding thread) with each segment as it is decoded; if it returns False, decoding
+        stops there (the client left)."""
         ...

@@ -8,6 +8,7 @@ speech. CTranslate2 runs one request at a time per model, so calls go through a 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,7 +30,12 @@ class WhisperRuntime:
         )
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"whisper-{model_id}")
 
-    async def transcribe(self, audio: np.ndarray, options: TranscriptionOptions) -> Transcript:
+    async def transcribe(
+        self,
+        audio: np.ndarray,
+        options: TranscriptionOptions,
+        on_segment: Callable[[Segment], bool] | None = None,
+    ) -> Transcript:
         if not self.multilingual:
             if options.task == "translate":
                 raise invalid_request(
@@ -50,7 +56,7 @@ class WhisperRuntime:
                 param="language",
             )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._run, audio, options)
+        return await loop.run_in_executor(self._executor, self._run, audio, options, on_segment)
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -58,7 +64,12 @@ class WhisperRuntime:
     def _languages(self) -> set[str]:
         return set(self._model.supported_languages)
 
-    def _run(self, audio: np.ndarray, options: TranscriptionOptions) -> Transcript:
+    def _run(
+        self,
+        audio: np.ndarray,
+        options: TranscriptionOptions,
+        on_segment: Callable[[Segment], bool] | None = None,
+    ) -> Transcript:
         segments_iter, info = self._model.transcribe(
             audio,
             task=options.task,
@@ -72,26 +83,28 @@ class WhisperRuntime:
         segments: list[Segment] = []
         words: list[Word] = []
         for s in segments_iter:
-            segments.append(
-                Segment(
-                    id=len(segments),
-                    seek=s.seek,
-                    start=round(float(s.start), 3),
-                    end=round(float(s.end), 3),
-                    text=s.text,
-                    tokens=list(s.tokens),
-                    temperature=float(s.temperature or 0.0),
-                    avg_logprob=float(s.avg_logprob),
-                    compression_ratio=float(s.compression_ratio),
-                    no_speech_prob=float(s.no_speech_prob),
-                )
+            segment = Segment(
+                id=len(segments),
+                seek=s.seek,
+                start=round(float(s.start), 3),
+                end=round(float(s.end), 3),
+                text=s.text,
+                tokens=list(s.tokens),
+                temperature=float(s.temperature or 0.0),
+                avg_logprob=float(s.avg_logprob),
+                compression_ratio=float(s.compression_ratio),
+                no_speech_prob=float(s.no_speech_prob),
             )
+            segments.append(segment)
             words.extend(
                 Word(
                     word=w.word.strip(), start=round(float(w.start), 3), end=round(float(w.end), 3)
                 )
                 for w in s.words or ()
             )
+            # faster-whisper decodes lazily, segment by segment: stopping the loop stops it.
+            if on_segment is not None and not on_segment(segment):
+                break
         language = "english" if options.task == "translate" else info.language
         return Transcript(
             text="".join(s.text for s in segments).strip(),

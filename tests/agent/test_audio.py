@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -198,7 +199,7 @@ def silence_wav() -> bytes:
         (None, {"temperature": "hot"}, 400, "temperature"),
         (None, {"language": "de"}, 400, "language"),
         (None, {"timestamp_granularities[]": "word"}, 400, "timestamp_granularities[]"),
-        (None, {"stream": "true"}, 400, "stream"),
+        (None, {"speaker": "alice"}, 400, "speaker"),
     ],
     ids=[
         "not-audio",
@@ -227,3 +228,43 @@ def test_translation_needs_a_multilingual_model(agent: TestClient) -> None:
     response = transcribe(agent, silence_wav(), path="/v1/audio/translations")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_streamed_transcription_sends_each_segment_as_it_is_decoded(
+    agent: TestClient, tmp_path: Path
+) -> None:
+    from tests.agent.conftest import make_speech
+
+    # Long enough for Whisper to cut it into several segments.
+    text = " ".join([ENGLISH_SENTENCE] * 6)
+    wav = make_speech(tmp_path, "long", text)
+    response = transcribe(agent, wav.read_bytes(), stream="true")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [
+        json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")
+    ]
+    deltas = [e for e in events if e["type"] == "transcript.text.delta"]
+    done = events[-1]
+    assert done["type"] == "transcript.text.done"
+    assert len(deltas) >= 2, events
+    assert [d["segment"]["id"] for d in deltas] == list(range(len(deltas)))
+    ends = [d["segment"]["end"] for d in deltas]
+    assert ends == sorted(ends)
+    assert all(d["duration"] == deltas[0]["duration"] for d in deltas)
+    assert 0 < ends[0] < deltas[0]["duration"]
+    assert "".join(d["delta"] for d in deltas).strip() == done["text"]
+    assert word_error_rate(text, done["text"]) < 0.3, done["text"]
+    assert len(done["segments"]) == len(deltas)
+    assert done["usage"]["type"] == "duration"
+
+
+def test_a_streamed_transcription_refuses_a_bad_stream_flag_and_language_before_streaming(
+    agent: TestClient, english_wav: Path
+) -> None:
+    bad_flag = transcribe(agent, english_wav.read_bytes(), stream="maybe")
+    assert bad_flag.status_code == 400
+    assert bad_flag.json()["error"]["param"] == "stream"
+    bad_language = transcribe(agent, english_wav.read_bytes(), stream="true", language="de")
+    assert bad_language.status_code == 400
+    assert bad_language.json()["error"]["param"] == "language"

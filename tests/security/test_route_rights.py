@@ -72,6 +72,7 @@ def public(ok: int) -> Rule:
 CHAT = {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}
 AUDIO = {"model": "nope"}
 READ_GUARDRAILS = (p.AUDIT_READ, p.DOMAIN_MANAGE)
+AUDIO_RIGHTS = (p.AUDIO_TRANSCRIPTIONS, p.AUDIO_TRANSLATIONS)
 
 # Pages need a browser session; a token is no sign-in, so it gets the sign-in redirect.
 PAGES = (
@@ -107,6 +108,9 @@ PAGES = (
     "invitations/<int:invitation_id>/decline/",
     "domains/<uuid:domain_id>/guardrails/",
     "domains/<uuid:domain_id>/guardrails/versions/<int:version>/activate/",
+    "domains/<uuid:domain_id>/transcriptions/",
+    "domains/<uuid:domain_id>/transcriptions/<uuid:job_id>/result.<str:fmt>",
+    "domains/<uuid:domain_id>/transcriptions/<uuid:job_id>/cancel/",
 )
 
 # Route pattern -> {method: rule}. Paths are filled with the cast's domain and MISSING ids.
@@ -144,6 +148,22 @@ ROUTES: dict[str, dict[str, Rule]] = {
     "proxy/<domain_id>/v1/audio/translations": {
         "POST": scoped(404, p.AUDIO_TRANSLATIONS, body=AUDIO, multipart=True),
         "GET": public(405),
+    },
+    # Transcription jobs (a Cube AI extension): creating one needs the right of its task;
+    # following and cancelling one's own jobs, either audio right.
+    "proxy/<domain_id>/v1/audio/transcriptions/jobs": {
+        "POST": scoped(404, p.AUDIO_TRANSCRIPTIONS, body=AUDIO, multipart=True),
+        "GET": scoped(200, *AUDIO_RIGHTS),
+        "PUT": public(405),
+    },
+    "proxy/<domain_id>/v1/audio/transcriptions/jobs/<job_id>": {
+        "GET": scoped(404, *AUDIO_RIGHTS),
+        "DELETE": scoped(404, *AUDIO_RIGHTS),
+        "POST": public(405),
+    },
+    "proxy/<domain_id>/v1/audio/transcriptions/jobs/<job_id>/result": {
+        "GET": scoped(404, *AUDIO_RIGHTS),
+        "POST": public(405),
     },
     "proxy/<domain_id>/v1/models": {"GET": scoped(200, p.MODELS_READ), "POST": public(405)},
     "proxy/<domain_id>/v1/models/<path:model>": {
@@ -403,6 +423,8 @@ def test_what_each_credential_gets_on_every_route(client, cast, settings):
         "rest": "nope",
         "name": "nope",
         "token": "nope",
+        "job_id": "00000000-0000-4000-8000-000000000001",
+        "fmt": "txt",
         **dict.fromkeys(
             ["pk", "user_id", "role_id", "invitation_id", "version", "backend_id", "token_id"],
             str(MISSING),

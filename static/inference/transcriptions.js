@@ -1,0 +1,63 @@
+// The transcription page: one WebSocket follows the member's jobs and updates each job's
+// progress bar, status, backend, error, downloads and transcript as they change.
+(function () {
+  "use strict";
+  const root = document.getElementById("jobs");
+  if (!root) return;
+  const STATUS = {queued: "Queued", running: "Running", succeeded: "Succeeded",
+                  failed: "Failed", cancelled: "Cancelled"};
+  let retry = 500;
+
+  function show(element, visible) {
+    if (element) element.hidden = !visible;
+  }
+
+  function update(job) {
+    const section = document.getElementById("job-" + job.id);
+    if (!section) return;
+    const wasDone = section.dataset.status === "succeeded";
+    section.dataset.status = job.status;
+    section.querySelector(".job-status").textContent = STATUS[job.status] || job.status;
+    const bar = section.querySelector(".job-progress");
+    bar.value = job.progress;
+    bar.textContent = Math.round(job.progress * 100) + "%";
+    const backend = section.querySelector(".job-backend");
+    if (job.backend) {
+      backend.textContent = job.backend.name + (job.backend.confidential
+        ? " (" + job.backend.tee_type + ", " + job.backend.attestation + ")"
+        : " — NOT CONFIDENTIAL");
+    }
+    const error = section.querySelector(".job-error");
+    error.textContent = job.status === "failed" && job.error ? job.error.message : "";
+    show(error, job.status === "failed");
+    const finished = ["succeeded", "failed", "cancelled"].includes(job.status);
+    show(section.querySelector(".job-cancel"), !finished);
+    show(section.querySelector(".job-downloads"), job.status === "succeeded");
+    if (job.status === "succeeded" && !wasDone) {
+      fetch(section.dataset.result, {credentials: "same-origin"})
+        .then((response) => response.ok ? response.text() : "")
+        .then((text) => {
+          const pre = section.querySelector(".job-text");
+          pre.textContent = text;  // text, never HTML
+          show(pre, true);
+        });
+    }
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const socket = new WebSocket(scheme + location.host + root.dataset.socket);
+    socket.onopen = () => { retry = 500; };
+    socket.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "jobs") message.jobs.forEach(update);
+      else if (message.type === "job") update(message.job);
+    };
+    socket.onclose = (event) => {
+      if (event.code === 4403 || event.code === 4404 || event.code === 4401) return;
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 10000);
+    };
+  }
+  connect();
+})();

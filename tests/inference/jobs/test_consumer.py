@@ -1,0 +1,149 @@
+"""The transcription page's WebSocket consumer, through the project's ASGI application (the
+session cookie, the origin check, the URL router), with `WebsocketCommunicator`.
+
+Both ways progress reaches it are tested: following the jobs' rows (the embedded default,
+where the in-process layer cannot cross from the worker) and group messages on the channel
+layer (Redis in production; here the configured layer, in-memory or Redis, which carries
+messages sent in this process either way).
+"""
+
+import asyncio
+
+import orjson
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from cubeai.asgi import application
+from domains.models import Membership
+from inference.jobs import consumers, progress
+from inference.jobs.models import TranscriptionJob
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@sync_to_async
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+@sync_to_async
+def make_job(domain, owner, **fields) -> TranscriptionJob:
+    return TranscriptionJob.objects.create(
+        domain=domain, owner=owner, model="whisper-tiny.en", filename="a.wav", **fields
+    )
+
+
+@sync_to_async
+def set_job(job, **fields) -> None:
+    TranscriptionJob.objects.filter(pk=job.pk).update(**fields)
+
+
+async def connect(user, domain):
+    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+    if user is not None:
+        cookie = await session_cookie(user)
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    communicator = WebsocketCommunicator(
+        application, f"/ws/domains/{domain.pk}/transcriptions/", headers=headers
+    )
+    connected, code = await communicator.connect(timeout=5)
+    return communicator, connected, code
+
+
+async def receive(communicator, timeout=3) -> dict:
+    return orjson.loads(await communicator.receive_from(timeout=timeout))
+
+
+@pytest.fixture
+def poll(settings):
+    settings.CUBEAI_TRANSCRIPTION_PROGRESS = "poll"
+    settings.CUBEAI_TRANSCRIPTION_POLL_SECONDS = 0.05
+
+
+@pytest.fixture
+def layer(settings):
+    settings.CUBEAI_TRANSCRIPTION_PROGRESS = "layer"
+
+
+async def test_outsiders_strangers_and_members_without_an_audio_right_are_refused(
+    alice, bob, charlie, domain, other_domain
+):
+    for user in (None, charlie, bob):  # no session, not a member, a viewer
+        communicator, connected, _ = await connect(user, domain)
+        assert connected is False, user
+        await communicator.disconnect()
+
+
+async def test_following_the_rows_sends_each_change_of_the_members_jobs(alice, bob, domain, poll):
+    job = await make_job(domain, alice)
+    others = await make_job(domain, bob)
+    communicator, connected, _ = await connect(alice, domain)
+    assert connected
+    first = await receive(communicator)
+    assert first["type"] == "jobs"
+    assert [j["id"] for j in first["jobs"]] == [str(job.pk)]
+    assert first["jobs"][0]["status"] == "queued"
+
+    await set_job(job, status="running", progress=0.25)
+    update = await receive(communicator)
+    assert (update["type"], update["job"]["status"], update["job"]["progress"]) == (
+        "job",
+        "running",
+        0.25,
+    )
+    # Another member's job in the same domain never reaches this socket.
+    await set_job(others, status="running", progress=0.5)
+
+    # A message from the browser that is not JSON gets an error frame; the socket goes on.
+    await communicator.send_to(text_data="not json {")
+    error = await receive(communicator)
+    assert error["type"] == "error"
+    assert error["error"]["code"] == "read_only"
+
+    await set_job(job, progress=0.75)
+    assert (await receive(communicator))["job"]["progress"] == 0.75
+    await set_job(job, status="succeeded", progress=1.0, result={"text": "hi", "segments": []})
+    done = await receive(communicator)
+    assert (done["job"]["status"], done["job"]["progress"]) == ("succeeded", 1.0)
+    assert "result" not in done["job"]  # the transcript is downloaded, never broadcast
+    assert await communicator.receive_nothing(timeout=0.3)
+    await communicator.disconnect()
+
+
+async def test_group_messages_from_the_worker_reach_the_members_socket_only(
+    alice, bob, domain, layer
+):
+    job = await make_job(domain, alice)
+    bobs = await make_job(domain, bob)
+    communicator, connected, _ = await connect(alice, domain)
+    assert connected
+    assert (await receive(communicator))["type"] == "jobs"
+
+    await set_job(job, status="running", progress=0.4)
+    job = await sync_to_async(TranscriptionJob.objects.get)(pk=job.pk)
+    await progress.publish(job)
+    update = await receive(communicator)
+    assert (update["job"]["id"], update["job"]["progress"]) == (str(job.pk), 0.4)
+    await progress.publish(bobs)
+    assert await communicator.receive_nothing(timeout=0.3)
+    await communicator.disconnect()
+
+
+async def test_a_revoked_membership_closes_the_socket(alice, bob, domain, poll, monkeypatch):
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
+    from domains import permissions, services
+
+    member_role = await sync_to_async(services.role_builtin)(name=permissions.MEMBER)
+    await sync_to_async(Membership.objects.filter(user=bob, domain=domain).update)(role=member_role)
+    communicator, connected, _ = await connect(bob, domain)
+    assert connected
+    assert (await receive(communicator))["type"] == "jobs"
+    await sync_to_async(Membership.objects.filter(user=bob, domain=domain).delete)()
+    closed = await communicator.receive_output(timeout=3)
+    assert closed == {"type": "websocket.close", "code": 4403}
+    await asyncio.sleep(0)
