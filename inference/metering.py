@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from cubeai.lib.batches import delete_in_batches
@@ -52,10 +53,15 @@ def drain() -> list[dict]:
 
 def write(batch: list[dict]) -> None:
     from inference.models import UsageEvent
+    from inference.usage import usage_daily_add
 
     if batch:
         try:
-            UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
+            # The raw rows and the daily aggregates (inference/usage.py) agree, or neither
+            # is written.
+            with transaction.atomic():
+                UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
+                usage_daily_add(batch)
         except Exception:
             # Metering must never break serving; the count is logged, never the content.
             log.exception("could not write %d usage events", len(batch))

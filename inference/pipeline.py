@@ -305,11 +305,12 @@ async def _route(call: Call, model: str) -> tuple[ModelEntry, list[tuple[Target,
     """The permission, then the deployments that may serve `model` for this call."""
     if call.endpoint.permission is not None:
         call.caller.require(call.endpoint.permission)
-    call.model = model
     snapshot = await registry.current()
     entry = snapshot.model_for(call.caller.domain_id, model)
     if entry is None:
+        # Recorded without the name the client sent: usage lists it as "unknown model".
         raise ModelNotFound(model)
+    call.model = model
     if call.endpoint.task not in entry.tasks:
         raise ModelNotSupported(
             f"The model `{model}` does not support {call.endpoint.name}.", param="model"

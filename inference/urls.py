@@ -8,6 +8,7 @@ pages = [
     ("models/", views.domain_models, "domain_models"),
     ("models/set/", views.model_access_set, "model_access_set"),
     ("usage/", views.domain_usage, "domain_usage"),
+    ("usage/export.csv", views.domain_usage_export, "domain_usage_export"),
     ("attestation/", views.domain_attestation, "domain_attestation"),
     (
         "attestation/<int:backend_id>/evidence.json",

@@ -22,4 +22,9 @@ urlpatterns = [
         "domains/<uuid:domain_id>/models/", views_api.ModelAccessView.as_view(), name="api-models"
     ),
     path("domains/<uuid:domain_id>/usage/", views_api.UsageView.as_view(), name="api-usage"),
+    path(
+        "domains/<uuid:domain_id>/usage/export/",
+        views_api.UsageExportView.as_view(),
+        name="api-usage-export",
+    ),
 ]

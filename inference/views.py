@@ -1,6 +1,7 @@
 """Domain pages of inference: the models a domain may use, attestation (each backend serving
 the domain, its latest evidence) and usage."""
 
+import csv
 import json
 
 from django.contrib import messages
@@ -10,9 +11,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from domains import permissions
 from domains.decorators import domain_page, form_service
-from inference import access, selectors
+from inference import access, charts, selectors, usage
 from inference.attestation import selectors as attestation_selectors
-from inference.forms import ModelAccessForm
+from inference.forms import ModelAccessForm, UsagePeriodForm
 from inference.models import Backend
 
 
@@ -105,28 +106,55 @@ def domain_attestation_evidence(request: HttpRequest, backend_id: int) -> HttpRe
     return response
 
 
-USAGE_DAYS = (1, 7, 30, 90)
-
-
-def usage_days(value: str | None) -> int:
-    """The period asked for, one of USAGE_DAYS (7 by default or when unreadable)."""
-    try:
-        days = int(value or 7)
-    except ValueError:
-        days = 7
-    return days if days in USAGE_DAYS else 7
+def _usage_scope(request: HttpRequest) -> int | None:
+    """The member whose usage this request may read, or None for the whole domain."""
+    return request.user.pk if selectors.usage_is_own_only(request.granted) else None
 
 
 @domain_page(permissions.USAGE_READ)
 @require_GET
 def domain_usage(request: HttpRequest) -> HttpResponse:
-    own = selectors.usage_is_own_only(request.granted)
-    days = usage_days(request.GET.get("days"))
-    summary = selectors.usage_summary(
-        domain=request.domain, user_id=request.user.pk if own else None, days=days
-    )
+    form = UsagePeriodForm(request.GET or None)
+    period = form.period()
+    report = usage.usage_report(domain=request.domain, user_id=_usage_scope(request), period=period)
     return render(
         request,
         "inference/usage.html",
-        {"domain": request.domain, "summary": summary, "choices": USAGE_DAYS},
+        {
+            "domain": request.domain,
+            "form": form,
+            "report": report,
+            "summary": report,
+            "charts": charts.usage_charts(report["series"]),
+            "by_model": charts.shares(report["by_model"]),
+            "by_token": charts.shares(report["by_token"]),
+            "by_member": charts.shares(report["by_member"]),
+            "choices": UsagePeriodForm.DAYS,
+            "query": f"start={period.start.isoformat()}&end={period.end.isoformat()}",
+        },
+        status=400 if form.errors else 200,
     )
+
+
+def usage_csv(rows: list[dict], filename: str) -> HttpResponse:
+    """Rows as a CSV download; a cell that a spreadsheet would run as a formula is quoted."""
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    writer = csv.DictWriter(response, fieldnames=usage.EXPORT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: usage.csv_cell(value) for key, value in row.items()})
+    return response
+
+
+@domain_page(permissions.USAGE_READ)
+@require_GET
+def domain_usage_export(request: HttpRequest) -> HttpResponse:
+    form = UsagePeriodForm(request.GET or None)
+    if request.GET and not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400, content_type="text/plain")
+    period = form.period()
+    rows = usage.usage_export_rows(
+        domain=request.domain, user_id=_usage_scope(request), period=period
+    )
+    return usage_csv(rows, f"usage-{request.domain.route}-{period.start}-{period.end}.csv")

@@ -5,28 +5,40 @@ from django.utils import timezone
 
 from domains import permissions
 from domains.models import Membership, Role
-from inference.models import UsageEvent
+from inference import metering
+from inference.models import Model
 
 
-def event(domain, user, *, model="chat-a", status=200, tokens=10, token_id=1):
-    return UsageEvent.objects.create(
-        domain=domain,
-        user=user,
-        token_id=token_id,
-        request_id="req_1",
-        endpoint="chat.completions",
-        model=model,
-        status=status,
-        prompt_tokens=tokens // 2,
-        completion_tokens=tokens - tokens // 2,
-        total_tokens=tokens,
-        latency_ms=12.5,
-        created_at=timezone.now(),
+def event(domain, user, *, model="chat-a", status=200, tokens=10, token_id=1, when=None):
+    """One usage event written the way the gateway's metering flush writes it."""
+    metering.write(
+        [
+            dict(
+                domain_id=domain.pk,
+                user_id=user.pk,
+                token_id=token_id,
+                request_id="req_1",
+                endpoint="chat.completions",
+                model=model,
+                status=status,
+                prompt_tokens=tokens // 2,
+                completion_tokens=tokens - tokens // 2,
+                total_tokens=tokens,
+                latency_ms=12.5,
+                created_at=when or timezone.now(),
+            )
+        ]
     )
 
 
 @pytest.fixture
-def usage(domain, alice, bob, charlie, other_domain):
+def models():
+    for name in ("chat-a", "chat-b"):
+        Model.objects.create(name=name, tasks=["chat"])
+
+
+@pytest.fixture
+def usage(domain, alice, bob, charlie, other_domain, models):
     event(domain, alice, tokens=10, token_id=1)
     event(domain, alice, model="chat-b", status=429, tokens=0, token_id=1)
     event(domain, bob, tokens=30, token_id=2)
@@ -63,6 +75,8 @@ def test_a_member_sees_only_their_own_usage(client, bob, domain, usage):
         "completion_tokens": 15,
         "total_tokens": 30,
         "avg_latency_ms": 12.5,
+        "p50_latency_ms": 25.0,
+        "p95_latency_ms": 47.5,
     }
     page = client.get(f"/domains/{domain.pk}/usage/").content.decode()
     assert "Requests made with your tokens" in page
