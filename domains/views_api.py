@@ -13,6 +13,7 @@ from domains.drf import APIView, DomainAPIView, SessionOnly, validated
 from domains.models import Role
 from domains.serializers import (
     AuditEventOut,
+    AuditQuery,
     DomainCreateIn,
     DomainOut,
     DomainUpdateIn,
@@ -274,9 +275,14 @@ class AuditListView(DomainAPIView):
     permission_by_method = {"GET": permissions.AUDIT_READ}
 
     def get_queryset(self):
-        return selectors.audit_list(domain=self.domain)
+        query = AuditQuery(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return selectors.audit_list(domain=self.domain, **query.validated_data)
 
+    @extend_schema(parameters=[AuditQuery], responses=AuditEventOut(many=True))
     def get(self, request, domain_id):
+        """The domain's administrative audit events, newest first, filtered, paginated
+        (`limit`, `offset`)."""
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(AuditEventOut(page, many=True).data)
 

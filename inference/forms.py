@@ -55,3 +55,33 @@ class UsagePeriodForm(forms.Form):
         if data.get("start"):
             return Period(data["start"], data["end"])
         return Period.last(data.get("days") or 7)
+
+
+class RequestAuditFilterForm(forms.Form):
+    """The per-request audit log's filters; every field optional."""
+
+    actor = forms.EmailField(required=False, label="Caller (email)")
+    token = forms.CharField(required=False, max_length=100, label="Token name")
+    model = forms.CharField(required=False, max_length=128)
+    outcome = forms.ChoiceField(
+        choices=[("", "any"), ("success", "success"), ("error", "error"), ("blocked", "blocked")],
+        required=False,
+    )
+    start = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    end = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            self.add_error("end", "The last day must not be before the first.")
+        return data
+
+    def filters(self) -> dict:
+        """The valid filters, for the selector (none when the form is invalid)."""
+        if not self.is_valid():
+            return {}
+        return {key: value for key, value in self.cleaned_data.items() if value}

@@ -200,3 +200,37 @@ class UsageExportRowOut(UsageMeasuresOut):
     model = serializers.CharField()
     token = serializers.CharField(help_text="The token's name.")
     member = serializers.CharField(help_text="The member's email (empty without one).")
+
+
+class RequestAuditQuery(serializers.Serializer):
+    """The per-request audit log's filters (all optional)."""
+
+    actor = serializers.EmailField(required=False, help_text="The caller's email.")
+    token = serializers.CharField(required=False, max_length=100, help_text="A token's name.")
+    model = serializers.CharField(
+        required=False, max_length=128, help_text='A model, or "unknown model".'
+    )
+    outcome = serializers.ChoiceField(choices=["success", "error", "blocked"], required=False)
+    start = serializers.DateField(required=False, help_text="First day (UTC), inclusive.")
+    end = serializers.DateField(required=False, help_text="Last day (UTC), inclusive.")
+
+    def validate(self, attrs):
+        if attrs.get("start") and attrs.get("end") and attrs["start"] > attrs["end"]:
+            raise serializers.ValidationError({"end": ["Must not be before `start`."]})
+        return attrs
+
+
+class RequestRecordOut(serializers.Serializer):
+    created_at = serializers.DateTimeField()
+    request_id = serializers.CharField()
+    actor = serializers.CharField(help_text="The caller's email.")
+    token_id = serializers.IntegerField(allow_null=True)
+    token = serializers.CharField(help_text="The token's name.")
+    endpoint = serializers.CharField()
+    model = serializers.CharField(help_text='"unknown model" for names no model has.')
+    backend = serializers.CharField()
+    status = serializers.IntegerField()
+    guardrails = serializers.CharField(help_text="allowed, masked, blocked (or empty).")
+    attestation = serializers.CharField()
+    latency_ms = serializers.FloatField()
+    total_tokens = serializers.IntegerField()

@@ -23,6 +23,11 @@ urlpatterns = [
     ),
     path("domains/<uuid:domain_id>/usage/", views_api.UsageView.as_view(), name="api-usage"),
     path(
+        "domains/<uuid:domain_id>/audit/requests/",
+        views_api.RequestAuditView.as_view(),
+        name="api-audit-requests",
+    ),
+    path(
         "domains/<uuid:domain_id>/usage/export/",
         views_api.UsageExportView.as_view(),
         name="api-usage-export",

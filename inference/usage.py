@@ -286,14 +286,6 @@ EXPORT_COLUMNS = (
 )
 
 
-def csv_cell(value):
-    """A CSV cell; text a spreadsheet would run as a formula (a token named `=cmd()`) is
-    prefixed with a quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return "" if value is None else value
-
-
 def usage_today_and_week(*, domain: Domain, user_id: int | None) -> dict:
     """Today's requests, tokens and errors beside the daily average of the seven days before."""
     today = timezone.localdate()

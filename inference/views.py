@@ -1,19 +1,20 @@
 """Domain pages of inference: the models a domain may use, attestation (each backend serving
 the domain, its latest evidence) and usage."""
 
-import csv
 import json
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from cubeai.lib.downloads import csv_download
 from domains import permissions
 from domains.decorators import domain_page, form_service
-from inference import access, charts, selectors, usage
+from inference import access, audit, charts, selectors, usage
 from inference.attestation import selectors as attestation_selectors
-from inference.forms import ModelAccessForm, UsagePeriodForm
+from inference.forms import ModelAccessForm, RequestAuditFilterForm, UsagePeriodForm
 from inference.models import Backend
 
 
@@ -136,17 +137,6 @@ def domain_usage(request: HttpRequest) -> HttpResponse:
     )
 
 
-def usage_csv(rows: list[dict], filename: str) -> HttpResponse:
-    """Rows as a CSV download; a cell that a spreadsheet would run as a formula is quoted."""
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    writer = csv.DictWriter(response, fieldnames=usage.EXPORT_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: usage.csv_cell(value) for key, value in row.items()})
-    return response
-
-
 @domain_page(permissions.USAGE_READ)
 @require_GET
 def domain_usage_export(request: HttpRequest) -> HttpResponse:
@@ -157,4 +147,43 @@ def domain_usage_export(request: HttpRequest) -> HttpResponse:
     rows = usage.usage_export_rows(
         domain=request.domain, user_id=_usage_scope(request), period=period
     )
-    return usage_csv(rows, f"usage-{request.domain.route}-{period.start}-{period.end}.csv")
+    return csv_download(
+        rows, usage.EXPORT_COLUMNS, f"usage-{request.domain.route}-{period.start}-{period.end}.csv"
+    )
+
+
+REQUEST_AUDIT_ROWS = 200
+
+
+@domain_page(permissions.AUDIT_READ)
+@require_GET
+def domain_audit_requests(request: HttpRequest) -> HttpResponse:
+    """Per-request audit records: who, which token, model, backend, status, guardrails,
+    attestation; never any text."""
+    form = RequestAuditFilterForm(request.GET or None)
+    events = audit.request_events(domain=request.domain, **form.filters())
+    return render(
+        request,
+        "inference/audit_requests.html",
+        {
+            "domain": request.domain,
+            "form": form,
+            "rows": list(audit.request_rows(events[:REQUEST_AUDIT_ROWS])),
+            "limit": REQUEST_AUDIT_ROWS,
+            "query": request.GET.urlencode(),
+            "retention_days": settings.CUBEAI_RETENTION_USAGE_DAYS,
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@domain_page(permissions.AUDIT_READ)
+@require_GET
+def domain_audit_requests_export(request: HttpRequest) -> HttpResponse:
+    form = RequestAuditFilterForm(request.GET or None)
+    if request.GET and not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400, content_type="text/plain")
+    events = audit.request_events(domain=request.domain, **form.filters())
+    return csv_download(
+        audit.request_rows_all(events), audit.COLUMNS, f"requests-{request.domain.route}.csv"
+    )

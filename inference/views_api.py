@@ -9,18 +9,17 @@ Staff routes take a browser session of a staff user only (`StaffOnly`): a person
 token never carries staff rights.
 """
 
-import csv
-import io
-
 from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import renderers, viewsets
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
+from cubeai.lib.downloads import csv_lines
 from domains import permissions
 from domains.drf import APIView, DomainAPIView, StaffBrowsableMixin, StaffOnly, validated
-from inference import access, selectors, usage
+from inference import access, audit, selectors, usage
 from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.models import AttestationPolicy, Backend, Deployment, Model
@@ -32,6 +31,8 @@ from inference.serializers import (
     ModelAccessIn,
     ModelAccessOut,
     ModelSerializer,
+    RequestAuditQuery,
+    RequestRecordOut,
     UsageExportRowOut,
     UsageQuery,
     UsageReportOut,
@@ -182,12 +183,7 @@ class CSVRenderer(renderers.BaseRenderer):
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=usage.EXPORT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in data:
-            writer.writerow({key: usage.csv_cell(value) for key, value in row.items()})
-        return buffer.getvalue().encode()
+        return "".join(csv_lines(data, usage.EXPORT_COLUMNS)).encode()
 
 
 class UsageExportView(DomainAPIView):
@@ -225,3 +221,23 @@ class UsageExportView(DomainAPIView):
                 f'attachment; filename="usage-{self.domain.route}-{period.start}-{period.end}.csv"'
             )
         return response
+
+
+class RequestAuditPagination(LimitOffsetPagination):
+    default_limit = 100
+    max_limit = 500
+
+
+class RequestAuditView(DomainAPIView):
+    """`GET /api/domains/<id>/audit/requests/`: per-request audit records (no text),
+    newest first, filtered and paginated (`limit`, `offset`)."""
+
+    permission_by_method = {"GET": permissions.AUDIT_READ}
+    pagination_class = RequestAuditPagination
+    serializer_class = RequestRecordOut
+
+    @extend_schema(parameters=[RequestAuditQuery], responses=RequestRecordOut(many=True))
+    def get(self, request, domain_id):
+        filters = validated_query(RequestAuditQuery, request)
+        page = self.paginate_queryset(audit.request_events(domain=self.domain, **filters))
+        return self.get_paginated_response(list(audit.request_rows(page)))

@@ -233,9 +233,7 @@ def test_rotating_with_a_grace_period_keeps_the_old_secret_for_a_while(
 ):
     old = pat(alice)
     token = Token.objects.get()
-    response = signed_in.post(
-        f"{URL}{token.pk}/rotate/", {"grace_seconds": "3600"}, follow=True
-    )
+    response = signed_in.post(f"{URL}{token.pk}/rotate/", {"grace_seconds": "3600"}, follow=True)
     assert "old secret keeps working until" in response.content.decode()
     services.token_authenticate(old)
     services.token_authenticate(_secret_in(response))
