@@ -95,6 +95,7 @@ def domain_overview(request: HttpRequest) -> HttpResponse:
             "granted": sorted(request.granted),
             "member_count": request.domain.memberships.count(),
             "P": _permission_names(),
+            "base_url": request.build_absolute_uri(f"/proxy/{request.domain.pk}/v1"),
         },
     )
 
