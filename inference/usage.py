@@ -209,20 +209,35 @@ def _token_label(token_id: int, names: dict[int, str]) -> str:
     return names.get(token_id, "(deleted token)")
 
 
+def _add(into: dict, row: dict) -> None:
+    for name in SUMS:
+        into[name] = into.get(name, 0) + (row.get(name) or 0)
+
+
 def usage_report(*, domain: Domain, user_id: int | None, period: Period) -> dict:
     """Everything the usage page and API show: totals, a series per day (every day of the
-    period, zeros included), and breakdowns by model, by token and by member."""
+    period, zeros included), and breakdowns by model, by token and by member.
+
+    Two grouped reads of the aggregates (per day; per model, token and member), whatever
+    the traffic; the totals and the three breakdowns are summed from them in Python.
+    """
     rows = usage_daily(domain=domain, user_id=user_id, period=period)
-    totals = _measures(rows.aggregate(**_sums()))
     per_day = {row["day"]: row for row in rows.values("day").annotate(**_sums()).order_by()}
+    groups = list(rows.values("model", "token_id", "user_id").annotate(**_sums()).order_by())
+    totals: dict = {}
     series = []
     for offset in range(period.days):
         day = period.start + datetime.timedelta(days=offset)
-        series.append({"day": day.isoformat(), **_measures(per_day.get(day, {}))})
+        row = per_day.get(day, {})
+        _add(totals, row)
+        series.append({"day": day.isoformat(), **_measures(row)})
 
     def breakdown(field: str) -> list[dict]:
-        grouped = rows.values(field).annotate(**_sums()).order_by("-requests", field)
-        return [{field: row[field], **_measures(row)} for row in grouped]
+        summed: dict = {}
+        for group in groups:
+            _add(summed.setdefault(group[field], {}), group)
+        measured = [{field: key, **_measures(values)} for key, values in summed.items()]
+        return sorted(measured, key=lambda row: (-row["requests"], str(row[field])))
 
     by_model = breakdown("model")
     for row in by_model:
@@ -231,8 +246,8 @@ def usage_report(*, domain: Domain, user_id: int | None, period: Period) -> dict
     by_token = breakdown("token_id")
     names = _token_names(row["token_id"] for row in by_token)
     for row in by_token:
+        row["token_name"] = _token_label(row["token_id"], names)
         row["token_id"] = row["token_id"] or None
-        row["token_name"] = _token_label(row["token_id"] or 0, names)
     by_member = []
     if user_id is None:
         by_member = breakdown("user_id")
@@ -245,7 +260,7 @@ def usage_report(*, domain: Domain, user_id: int | None, period: Period) -> dict
         "end": period.end.isoformat(),
         "days": period.days,
         "scope": "own" if user_id is not None else "domain",
-        "totals": totals,
+        "totals": _measures(totals),
         "series": series,
         "by_model": by_model,
         "by_token": by_token,
