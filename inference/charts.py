@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH = 720
-HEIGHT = 200
-LEFT = 56  # room for the value axis labels
-BOTTOM = 22  # room for the day labels
-TOP = 8
+WIDTH = 480
+HEIGHT = 220
+LEFT = 52  # room for the value axis labels
+BOTTOM = 24  # room for the day labels
+TOP = 10
+RIGHT = 6
 
 
 @dataclass
@@ -38,11 +39,11 @@ class Chart:
         """The chart as an inline SVG element (every text escaped)."""
         parts = [
             f'<svg viewBox="0 0 {self.width} {self.height}" role="img" '
-            f'aria-label="{escape(self.title)}" preserveAspectRatio="none">'
+            f'aria-label="{escape(self.title)}">'
         ]
         for tick in self.ticks:
             parts.append(
-                f'<line class="grid" x1="{LEFT}" x2="{self.width}" y1="{tick["y"]}" '
+                f'<line class="grid" x1="{LEFT}" x2="{self.width - RIGHT}" y1="{tick["y"]}" '
                 f'y2="{tick["y"]}"/><text class="tick" x="{LEFT - 4}" y="{tick["y"]}" '
                 f'text-anchor="end" dominant-baseline="middle">{escape(tick["text"])}</text>'
             )
@@ -63,7 +64,7 @@ class Chart:
         for label in self.labels:
             parts.append(
                 f'<text class="tick" x="{label["x"]}" y="{self.height - 4}" '
-                f'text-anchor="middle">{escape(label["text"])}</text>'
+                f'text-anchor="{label["anchor"]}">{escape(label["text"])}</text>'
             )
         parts.append("</svg>")
         return mark_safe("".join(parts))  # noqa: S308 -- every text above is escaped.
@@ -84,7 +85,7 @@ def _scale(maximum: float) -> float:
 
 def _frame(chart: Chart, series: list[dict], top: float, unit: str) -> tuple[float, float]:
     """Axis ticks and day labels; returns the plot's width per day and its height."""
-    plot_width = WIDTH - LEFT
+    plot_width = WIDTH - LEFT - RIGHT
     plot_height = HEIGHT - TOP - BOTTOM
     for fraction in (0, 0.5, 1):
         value = top * fraction
@@ -96,9 +97,17 @@ def _frame(chart: Chart, series: list[dict], top: float, unit: str) -> tuple[flo
     count = len(series)
     shown = {0, count - 1, count // 2} if count > 2 else set(range(count))
     for index in sorted(shown):
+        # The first and last labels line up with the plot's edges, so neither is cut off.
+        anchor = "middle"
+        if count > 2 and index == 0:
+            anchor = "start"
+        elif count > 2 and index == count - 1:
+            anchor = "end"
+        x = {"start": LEFT, "end": LEFT + plot_width}.get(anchor, LEFT + slot * (index + 0.5))
         chart.labels.append(
             {
-                "x": round(LEFT + slot * (index + 0.5), 1),
+                "x": round(x, 1),
+                "anchor": anchor,
                 "text": series[index]["day"][5:] if count > 1 else series[index]["day"],
             }
         )
