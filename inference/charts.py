@@ -53,9 +53,7 @@ class Chart:
                 f'height="{bar["h"]}"><title>{escape(bar["title"])}</title></rect>'
             )
         for line in self.lines:
-            parts.append(
-                f'<polyline class="{line["css"]}" points="{line["points"]}" fill="none"/>'
-            )
+            parts.append(f'<polyline class="{line["css"]}" points="{line["points"]}" fill="none"/>')
             for dot in line["dots"]:
                 parts.append(
                     f'<circle class="{line["css"]}" cx="{dot["x"]}" cy="{dot["y"]}" r="2.5">'

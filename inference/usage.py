@@ -98,19 +98,19 @@ def usage_daily_add(events: list[dict]) -> None:
 
 @transaction.atomic
 def usage_daily_rebuild(*, since: datetime.date | None = None) -> int:
-    """Recompute the aggregates from the raw events (from `since` on); returns rows written.
+    """Recompute the aggregates from the raw events, from `since` on; returns rows written.
 
-    Days before the oldest raw event are left alone: their raw rows are gone, the
-    aggregates are all that is left of them.
+    Without `since`, from the first whole day kept: the day after the oldest raw event,
+    whose earlier hours the retention purge may have taken. Days before are left alone:
+    their raw rows are gone, the aggregates are all that is left of them.
     """
-    events = UsageEvent.objects.all()
-    if since is not None:
-        events = events.filter(created_at__date__gte=since)
-    first = events.order_by("created_at").values_list("created_at", flat=True).first()
-    if first is None:
-        return 0
-    start = timezone.localdate(first)
-    UsageDaily.objects.filter(day__gte=start).delete()
+    if since is None:
+        first = UsageEvent.objects.order_by("created_at").values_list("created_at", flat=True)
+        if not first:
+            return 0
+        since = timezone.localdate(first[0]) + datetime.timedelta(days=1)
+    events = UsageEvent.objects.filter(created_at__date__gte=since)
+    UsageDaily.objects.filter(day__gte=since).delete()
     fields = ("domain_id", "created_at", "model", "token_id", "user_id", "status")
     fields += ("prompt_tokens", "completion_tokens", "total_tokens", "latency_ms")
     totals = aggregate_events(events.values(*fields).iterator(chunk_size=5000), known_model_names())
