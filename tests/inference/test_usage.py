@@ -349,3 +349,40 @@ def test_the_rollup_command_rebuilds_lost_aggregates(domain, alice, models):
     assert sorted(UsageDaily.objects.values_list("total_tokens", flat=True)) == [1, 5, 10]
     with pytest.raises(CommandError):
         call_command("usage_rollup", since="yesterday")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_flushes_add_up(domain, alice, bob):
+    """Flushes of several processes (threads here, each with its own connection) add to the
+    same daily rows at once: every request counts exactly once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    Model.objects.create(name="chat-a", tasks=["chat"])
+
+    def flush(worker: int) -> None:
+        try:
+            for batch in range(10):
+                metering.write(
+                    [
+                        dict(
+                            domain_id=domain.pk, user_id=(alice, bob)[n % 2].pk, token_id=n % 2,
+                            request_id=f"w{worker}-{batch}-{n}", endpoint="chat.completions",
+                            model="chat-a", status=200, prompt_tokens=1, completion_tokens=2,
+                            total_tokens=3, latency_ms=80.0, created_at=timezone.now(),
+                        )
+                        for n in range(6)
+                    ]
+                )  # fmt: skip
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(flush, range(4)))
+    assert UsageEvent.objects.filter(domain=domain).count() == 4 * 10 * 6
+    rows = UsageDaily.objects.filter(domain=domain)
+    assert rows.count() == 2
+    assert sum(rows.values_list("requests", flat=True)) == 240
+    assert sum(rows.values_list("total_tokens", flat=True)) == 720
+    assert sum(rows.values_list("latency_1", flat=True)) == 240  # 50-100 ms
