@@ -156,3 +156,31 @@ def apply_service_errors(form: forms.Form, exc) -> None:
     for field, messages in errors.items():
         for message in messages:
             form.add_error(field if field in form.fields else None, message)
+
+
+class AuditFilterForm(forms.Form):
+    """The audit log's filters; every field optional."""
+
+    OUTCOMES = [("", "any"), ("success", "success"), ("failure", "failure")]
+
+    actor = forms.EmailField(required=False, label="Actor (email)")
+    action = forms.CharField(required=False, max_length=50)
+    start = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    end = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    outcome = forms.ChoiceField(choices=OUTCOMES, required=False)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            self.add_error("end", "The last day must not be before the first.")
+        return data
+
+    def filters(self) -> dict:
+        """The valid filters, for the selector (none when the form is invalid)."""
+        if not self.is_valid():
+            return {}
+        return {key: value for key, value in self.cleaned_data.items() if value}

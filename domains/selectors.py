@@ -1,5 +1,6 @@
 """Reads of tenant data; `domain_for_user` is the one gate every domain-scoped request uses."""
 
+import datetime
 import uuid
 from dataclasses import dataclass
 
@@ -194,8 +195,46 @@ def invitation_for_token(*, token: str) -> Invitation:
     return invitation
 
 
-def audit_list(*, domain: Domain) -> QuerySet[AuditEvent]:
-    return AuditEvent.objects.filter(domain=domain).select_related("actor")
+# Actions that record something going wrong (the audit's "failure" outcome).
+AUDIT_FAILURE_ACTIONS = ("backend.attestation_failed",)
+
+
+def audit_list(
+    *,
+    domain: Domain,
+    actor: str = "",
+    action: str = "",
+    start: datetime.date | None = None,
+    end: datetime.date | None = None,
+    outcome: str = "",
+) -> QuerySet[AuditEvent]:
+    """The domain's administrative audit events, newest first, filtered: by the actor's
+    email (exact, case-insensitive), by action (exact, or every action of a kind with a
+    trailing dot, `token.`), by days (UTC, inclusive) and by outcome (`success`,
+    `failure`)."""
+    events = AuditEvent.objects.filter(domain=domain).select_related("actor")
+    if actor:
+        events = events.filter(actor__email__iexact=actor)
+    if action.endswith("."):
+        events = events.filter(action__startswith=action)
+    elif action:
+        events = events.filter(action=action)
+    if start is not None:
+        events = events.filter(created_at__date__gte=start)
+    if end is not None:
+        events = events.filter(created_at__date__lte=end)
+    if outcome == "failure":
+        events = events.filter(action__in=AUDIT_FAILURE_ACTIONS)
+    elif outcome == "success":
+        events = events.exclude(action__in=AUDIT_FAILURE_ACTIONS)
+    return events
+
+
+def audit_actions(*, domain: Domain) -> list[str]:
+    """The actions recorded in the domain, for the filter's choices."""
+    return sorted(
+        AuditEvent.objects.filter(domain=domain).values_list("action", flat=True).distinct()
+    )
 
 
 def _int(value: int | str) -> int:

@@ -154,3 +154,22 @@ class AuditEventOut(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
         fields = ["id", "created_at", "actor", "token_id", "action", "target", "details"]
+
+
+class AuditQuery(serializers.Serializer):
+    """The audit log's filters (all optional)."""
+
+    actor = serializers.EmailField(required=False, help_text="The actor's email.")
+    action = serializers.CharField(
+        required=False,
+        max_length=50,
+        help_text="An action (`token.issue`), or every action of a kind (`token.`).",
+    )
+    start = serializers.DateField(required=False, help_text="First day (UTC), inclusive.")
+    end = serializers.DateField(required=False, help_text="Last day (UTC), inclusive.")
+    outcome = serializers.ChoiceField(choices=["success", "failure"], required=False)
+
+    def validate(self, attrs):
+        if attrs.get("start") and attrs.get("end") and attrs["start"] > attrs["end"]:
+            raise serializers.ValidationError({"end": ["Must not be before `start`."]})
+        return attrs

@@ -19,6 +19,7 @@ domain_pages = [
     ("invitations/<int:invitation_id>/revoke/", views.invitation_revoke, "invitation_revoke"),
     ("invitations/<int:invitation_id>/resend/", views.invitation_resend, "invitation_resend"),
     ("audit/", views.domain_audit, "domain_audit"),
+    ("audit/export.csv", views.domain_audit_export, "domain_audit_export"),
 ]
 
 urlpatterns = [

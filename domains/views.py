@@ -5,6 +5,8 @@ Every domain page goes through `domain_page`, which resolves the domain once and
 the services' exceptions to HTTP; the views only parse a form, call a service, render.
 """
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -13,9 +15,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cubeai.exceptions import DomainError
+from cubeai.lib.downloads import csv_download
 from domains import permissions, selectors, services
 from domains.decorators import domain_page, form_service, page_errors
 from domains.forms import (
+    AuditFilterForm,
     DomainCreateForm,
     DomainDeleteForm,
     DomainSettingsForm,
@@ -91,6 +95,7 @@ def domain_overview(request: HttpRequest) -> HttpResponse:
             "granted": sorted(request.granted),
             "member_count": request.domain.memberships.count(),
             "P": _permission_names(),
+            "base_url": request.build_absolute_uri(f"/proxy/{request.domain.pk}/v1"),
         },
     )
 
@@ -361,11 +366,52 @@ def invitation_resend(request: HttpRequest, invitation_id: int) -> HttpResponse:
 # Audit ---------------------------------------------------------------------------------
 
 
+AUDIT_PAGE_ROWS = 200
+AUDIT_COLUMNS = ("created_at", "actor", "token_id", "action", "target", "details")
+
+
 @domain_page(permissions.AUDIT_READ)
 @require_GET
 def domain_audit(request: HttpRequest) -> HttpResponse:
-    events = selectors.audit_list(domain=request.domain)[:200]
-    return render(request, "domains/audit.html", {"domain": request.domain, "events": events})
+    form = AuditFilterForm(request.GET or None)
+    events = selectors.audit_list(domain=request.domain, **form.filters())
+    actions = selectors.audit_actions(domain=request.domain)
+    return render(
+        request,
+        "domains/audit.html",
+        {
+            "domain": request.domain,
+            "form": form,
+            "events": events[:AUDIT_PAGE_ROWS],
+            "limit": AUDIT_PAGE_ROWS,
+            "actions": actions,
+            "kinds": sorted({action.split(".")[0] + "." for action in actions}),
+            "query": request.GET.urlencode(),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@domain_page(permissions.AUDIT_READ)
+@require_GET
+def domain_audit_export(request: HttpRequest) -> HttpResponse:
+    """Every matching event as CSV, streamed."""
+    form = AuditFilterForm(request.GET or None)
+    if request.GET and not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400, content_type="text/plain")
+    events = selectors.audit_list(domain=request.domain, **form.filters())
+    rows = (
+        {
+            "created_at": event.created_at.isoformat(),
+            "actor": event.actor.email if event.actor else "",
+            "token_id": event.token_id or "",
+            "action": event.action,
+            "target": event.target,
+            "details": json.dumps(event.details, sort_keys=True),
+        }
+        for event in events.iterator(chunk_size=2000)
+    )
+    return csv_download(rows, AUDIT_COLUMNS, f"audit-{request.domain.route}.csv")
 
 
 # Invitations (the invitee's side) ------------------------------------------------------

@@ -1,7 +1,7 @@
 """Management API operations: parse the body, call a service, shape the answer."""
 
 from django.db import transaction
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.permissions import IsAuthenticated
@@ -13,6 +13,7 @@ from domains.drf import APIView, DomainAPIView, SessionOnly, validated
 from domains.models import Role
 from domains.serializers import (
     AuditEventOut,
+    AuditQuery,
     DomainCreateIn,
     DomainOut,
     DomainUpdateIn,
@@ -274,16 +275,14 @@ class AuditListView(DomainAPIView):
     permission_by_method = {"GET": permissions.AUDIT_READ}
 
     def get_queryset(self):
-        return selectors.audit_list(domain=self.domain)
+        query = AuditQuery(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return selectors.audit_list(domain=self.domain, **query.validated_data)
 
-    @extend_schema(
-        responses=AuditEventOut(many=True),
-        parameters=[
-            OpenApiParameter("limit", int, description="Events per page (100, at most 500)."),
-            OpenApiParameter("offset", int, description="Events to skip."),
-        ],
-    )
+    @extend_schema(parameters=[AuditQuery], responses=AuditEventOut(many=True))
     def get(self, request, domain_id):
+        """The domain's administrative audit events, newest first, filtered, paginated
+        (`limit`, `offset`)."""
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(AuditEventOut(page, many=True).data)
 

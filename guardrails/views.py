@@ -16,7 +16,7 @@ from cubeai.exceptions import PermissionDenied
 from domains import permissions
 from domains.decorators import domain_page
 from guardrails import Policy, services
-from guardrails.forms import PolicyForm
+from guardrails.forms import CommonSettingsForm, PolicyForm
 
 READERS = frozenset({permissions.AUDIT_READ, permissions.DOMAIN_MANAGE})
 
@@ -37,7 +37,11 @@ def _checks(policy: Policy) -> list[dict]:
     return rows
 
 
-def _context(request: HttpRequest, form: PolicyForm | None = None) -> dict:
+def _context(
+    request: HttpRequest,
+    form: PolicyForm | None = None,
+    settings_form: CommonSettingsForm | None = None,
+) -> dict:
     domain = request.domain
     row = services.policy_row_active(domain=domain)
     policy = row.policy if row is not None else services.policy_active(domain=domain)
@@ -45,6 +49,11 @@ def _context(request: HttpRequest, form: PolicyForm | None = None) -> dict:
     can_manage = permissions.DOMAIN_MANAGE in request.granted
     if form is None and can_manage:
         form = PolicyForm(initial={"document": document, "activate": True})
+    if settings_form is None and can_manage:
+        settings_form = CommonSettingsForm(
+            initial=CommonSettingsForm.initial_from(policy.model_dump(mode="json")),
+            prefix="common",
+        )
     return {
         "domain": domain,
         "active": row if row is not None and row.domain_id == domain.pk else None,
@@ -55,6 +64,7 @@ def _context(request: HttpRequest, form: PolicyForm | None = None) -> dict:
         "document": document,
         "versions": services.policy_versions(domain=domain),
         "form": form,
+        "settings_form": settings_form,
         "can_manage": can_manage,
     }
 
@@ -68,6 +78,8 @@ def policy_page(request: HttpRequest) -> HttpResponse:
         return render(request, "guardrails/policy.html", _context(request))
     if permissions.DOMAIN_MANAGE not in request.granted:
         raise PermissionDenied(f"This needs the {permissions.DOMAIN_MANAGE} permission.")
+    if "common-secrets" in request.POST:
+        return _save_common_settings(request)
     form = PolicyForm(request.POST)
     if form.is_valid():
         try:
@@ -84,6 +96,30 @@ def policy_page(request: HttpRequest) -> HttpResponse:
             messages.success(request, f"Policy version {row.version} {state}.")
             return redirect("guardrails_policy", domain_id=request.domain.pk)
     return render(request, "guardrails/policy.html", _context(request, form), status=400)
+
+
+def _save_common_settings(request: HttpRequest) -> HttpResponse:
+    """The common settings form: written into the policy in force, then saved and validated
+    exactly as a JSON document would be."""
+    form = CommonSettingsForm(request.POST, prefix="common")
+    if form.is_valid():
+        current = services.policy_active(domain=request.domain).model_dump(mode="json")
+        try:
+            row = services.policy_save(
+                domain=request.domain,
+                document=form.document(current),
+                actor=request.actor,
+                activate=form.cleaned_data["activate"],
+            )
+        except services.PolicyInvalid as exc:
+            form.add_policy_errors(exc.field_errors)
+        else:
+            state = "saved and activated" if row.active else "saved (not active)"
+            messages.success(request, f"Policy version {row.version} {state}.")
+            return redirect("guardrails_policy", domain_id=request.domain.pk)
+    return render(
+        request, "guardrails/policy.html", _context(request, settings_form=form), status=400
+    )
 
 
 @domain_page(permissions.DOMAIN_MANAGE)

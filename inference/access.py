@@ -57,6 +57,15 @@ def backends_serving(
     return list(rows.order_by("name"))
 
 
+def domains_served_by(backend: Backend) -> list[Domain]:
+    """The live domains that may use a model this backend deploys (for their audit trails)."""
+    return [
+        domain
+        for domain in Domain.objects.filter(deleted_at__isnull=True).order_by("pk")
+        if models_for_domain(domain).filter(deployments__backend=backend).exists()
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class ModelAccessRow:
     """One model as a domain sees it: may it be used, and why."""

@@ -13,6 +13,7 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from cubeai.lib.batches import delete_in_batches
@@ -82,6 +83,7 @@ def drain() -> list[dict]:
 def write(batch: list[dict]) -> bool:
     """Insert the batch; False if it could not be written (the database away)."""
     from inference.models import UsageEvent
+    from inference.usage import usage_daily_add
 
     audits = _audit_buffer[:]
     _audit_buffer.clear()
@@ -94,7 +96,11 @@ def write(batch: list[dict]) -> bool:
             log.exception("could not write %d audit events", len(audits))
     if batch:
         try:
-            UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
+            # The raw rows and the daily aggregates (inference/usage.py) agree, or neither
+            # is written.
+            with transaction.atomic():
+                UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
+                usage_daily_add(batch)
         except Exception:
             # Metering must never break serving; the count is logged, never the content.
             log.exception("could not write %d usage events; kept for the next flush", len(batch))

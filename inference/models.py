@@ -294,4 +294,49 @@ def registry_changed() -> None:
         RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1})
 
 
+# Upper bounds (milliseconds) of the latency histogram kept with each day's usage: enough
+# resolution for p50 and p95 from aggregates alone; the last bucket holds everything slower.
+LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000)
+LATENCY_FIELDS = tuple(f"latency_{i}" for i in range(len(LATENCY_BUCKETS_MS) + 1))
+
+
+class UsageDaily(models.Model):
+    """One day of a domain's usage per model, token and member: counts only, never content.
+
+    Kept up to date by the metering flush (off the request path) and kept beyond the raw
+    events' retention, so pages over a year of traffic read a few thousand rows.
+    `model` is empty for requests that named no model the domain may use ("unknown model"),
+    `token_id` and `user_id` are 0 when there was none.
+    """
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=128, blank=True)
+    token_id = models.BigIntegerField(default=0)
+    user_id = models.BigIntegerField(default=0)
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    latency_ms_sum = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["domain", "day"]
+        verbose_name_plural = "usage per day"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["domain", "day", "model", "token_id", "user_id"], name="unique_usage_daily"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model or 'unknown model'}: {self.requests} requests"
+
+
+# The histogram's counts, one column each so concurrent flushes can add to them atomically.
+for _name in LATENCY_FIELDS:
+    UsageDaily.add_to_class(_name, models.PositiveBigIntegerField(default=0))
+
+
 from inference.jobs.models import TranscriptionJob  # noqa: E402,F401  (its own module)

@@ -379,7 +379,10 @@ async def _admit(call: Call, params: dict) -> tuple[ModelEntry, list[tuple[Targe
     """Limits and budgets, permission, model access and routing, capabilities and context
     length."""
     model = params.get("model")
-    call.model = model if isinstance(model, str) else ""
+    if isinstance(model, str) and (await registry.current()).model_for(
+        call.caller.domain_id, model
+    ):
+        call.model = model  # usage names a refused call's model only if it is one of ours
     call.ticket = await gate.admit(
         domain_id=call.caller.domain_id,
         token_id=call.caller.token_id,
@@ -404,11 +407,12 @@ async def _route(call: Call, model: str) -> tuple[ModelEntry, list[tuple[Target,
             "Invalid value for 'model': a model name is 1 to 200 printable characters.",
             param="model",
         )
-    call.model = model
     snapshot = await registry.current()
     entry = snapshot.model_for(call.caller.domain_id, model)
     if entry is None:
+        # Recorded without the name the client sent: usage lists it as "unknown model".
         raise ModelNotFound(model)
+    call.model = model
     if call.endpoint.task not in entry.tasks:
         raise ModelNotSupported(
             f"The model `{model}` does not support {call.endpoint.name}.", param="model"

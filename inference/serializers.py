@@ -2,11 +2,13 @@
 policies and usage queries."""
 
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from inference.attestation import selectors as attestation_selectors
 from inference.models import AttestationPolicy, Backend, Deployment, Model
+from inference.usage import MAX_RANGE_DAYS, Period
 
 
 class ModelAccessOut(serializers.Serializer):
@@ -129,4 +131,106 @@ class AttestationPolicyIn(serializers.Serializer):
 
 
 class UsageQuery(serializers.Serializer):
-    days = serializers.ChoiceField(choices=[1, 7, 30, 90], default=7)
+    """The period: the last `days` days, or `start` to `end` (dates, UTC, inclusive)."""
+
+    days = serializers.ChoiceField(choices=[1, 7, 30, 90, 365], default=7)
+    start = serializers.DateField(required=False)
+    end = serializers.DateField(required=False)
+
+    def validate(self, attrs):
+        start, end = attrs.get("start"), attrs.get("end")
+        if start is None and end is None:
+            attrs["period"] = Period.last(attrs["days"])
+            return attrs
+        if start is None:
+            raise serializers.ValidationError({"start": ["Required with `end`."]})
+        end = end or timezone.localdate()
+        if start > end:
+            raise serializers.ValidationError({"end": ["Must not be before `start`."]})
+        if (end - start).days + 1 > MAX_RANGE_DAYS:
+            raise serializers.ValidationError({"start": [f"At most {MAX_RANGE_DAYS} days."]})
+        attrs["period"] = Period(start, end)
+        return attrs
+
+
+class UsageMeasuresOut(serializers.Serializer):
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    avg_latency_ms = serializers.FloatField()
+    p50_latency_ms = serializers.FloatField(allow_null=True)
+    p95_latency_ms = serializers.FloatField(allow_null=True)
+
+
+class UsageDayOut(UsageMeasuresOut):
+    day = serializers.DateField()
+
+
+class UsageModelOut(UsageMeasuresOut):
+    model = serializers.CharField(help_text='"unknown model" for models the domain may not use.')
+    known = serializers.BooleanField()
+
+
+class UsageTokenOut(UsageMeasuresOut):
+    token_id = serializers.IntegerField(allow_null=True)
+    token_name = serializers.CharField()
+
+
+class UsageMemberOut(UsageMeasuresOut):
+    user_id = serializers.IntegerField(allow_null=True)
+    member = serializers.CharField()
+
+
+class UsageReportOut(serializers.Serializer):
+    start = serializers.DateField()
+    end = serializers.DateField()
+    days = serializers.IntegerField()
+    scope = serializers.ChoiceField(choices=["own", "domain"])
+    totals = UsageMeasuresOut()
+    series = UsageDayOut(many=True)
+    by_model = UsageModelOut(many=True)
+    by_token = UsageTokenOut(many=True)
+    by_member = UsageMemberOut(many=True, help_text="Empty when the scope is `own`.")
+
+
+class UsageExportRowOut(UsageMeasuresOut):
+    day = serializers.DateField()
+    model = serializers.CharField()
+    token = serializers.CharField(help_text="The token's name.")
+    member = serializers.CharField(help_text="The member's email (empty without one).")
+
+
+class RequestAuditQuery(serializers.Serializer):
+    """The per-request audit log's filters (all optional)."""
+
+    actor = serializers.EmailField(required=False, help_text="The caller's email.")
+    token = serializers.CharField(required=False, max_length=100, help_text="A token's name.")
+    model = serializers.CharField(
+        required=False, max_length=128, help_text='A model, or "unknown model".'
+    )
+    outcome = serializers.ChoiceField(choices=["success", "error", "blocked"], required=False)
+    start = serializers.DateField(required=False, help_text="First day (UTC), inclusive.")
+    end = serializers.DateField(required=False, help_text="Last day (UTC), inclusive.")
+
+    def validate(self, attrs):
+        if attrs.get("start") and attrs.get("end") and attrs["start"] > attrs["end"]:
+            raise serializers.ValidationError({"end": ["Must not be before `start`."]})
+        return attrs
+
+
+class RequestRecordOut(serializers.Serializer):
+    created_at = serializers.DateTimeField()
+    request_id = serializers.CharField()
+    actor = serializers.CharField(help_text="The caller's email.")
+    token_id = serializers.IntegerField(allow_null=True)
+    token = serializers.CharField(help_text="The token's name.")
+    endpoint = serializers.CharField()
+    model = serializers.CharField(help_text='"unknown model" for names no model has.')
+    backend = serializers.CharField()
+    status = serializers.IntegerField()
+    guardrails = serializers.CharField(help_text="allowed, masked, blocked (or empty).")
+    attestation = serializers.CharField()
+    latency_ms = serializers.FloatField()
+    total_tokens = serializers.IntegerField()

@@ -9,6 +9,13 @@ pages = [
     ("models/set/", views.model_access_set, "model_access_set"),
     ("chat/", views.domain_chat, "domain_chat"),
     ("usage/", views.domain_usage, "domain_usage"),
+    ("usage/export.csv", views.domain_usage_export, "domain_usage_export"),
+    ("audit/requests/", views.domain_audit_requests, "domain_audit_requests"),
+    (
+        "audit/requests/export.csv",
+        views.domain_audit_requests_export,
+        "domain_audit_requests_export",
+    ),
     ("attestation/", views.domain_attestation, "domain_attestation"),
     (
         "attestation/<int:backend_id>/evidence.json",

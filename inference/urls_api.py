@@ -22,4 +22,14 @@ urlpatterns = [
         "domains/<uuid:domain_id>/models/", views_api.ModelAccessView.as_view(), name="api-models"
     ),
     path("domains/<uuid:domain_id>/usage/", views_api.UsageView.as_view(), name="api-usage"),
+    path(
+        "domains/<uuid:domain_id>/audit/requests/",
+        views_api.RequestAuditView.as_view(),
+        name="api-audit-requests",
+    ),
+    path(
+        "domains/<uuid:domain_id>/usage/export/",
+        views_api.UsageExportView.as_view(),
+        name="api-usage-export",
+    ),
 ]

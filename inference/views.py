@@ -3,16 +3,18 @@ backend serving the domain, its latest evidence) and usage."""
 
 import json
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from cubeai.lib.downloads import csv_download
 from domains import permissions
 from domains.decorators import domain_page, form_service
-from inference import access, selectors
+from inference import access, audit, charts, selectors, usage
 from inference.attestation import selectors as attestation_selectors
-from inference.forms import ModelAccessForm
+from inference.forms import ModelAccessForm, RequestAuditFilterForm, UsagePeriodForm
 from inference.models import Backend, Model
 
 
@@ -118,29 +120,83 @@ def domain_attestation_evidence(request: HttpRequest, backend_id: int) -> HttpRe
     return response
 
 
-USAGE_DAYS = (1, 7, 30, 90)
-
-
-def usage_days(value: str | None) -> int:
-    """The period asked for, one of USAGE_DAYS (7 by default or when unreadable)."""
-    try:
-        days = int(value or 7)
-    except ValueError:
-        days = 7
-    return days if days in USAGE_DAYS else 7
+def _usage_scope(request: HttpRequest) -> int | None:
+    """The member whose usage this request may read, or None for the whole domain."""
+    return selectors.usage_reader(domain=request.domain, user_id=request.user.pk)
 
 
 @domain_page(permissions.USAGE_READ)
 @require_GET
 def domain_usage(request: HttpRequest) -> HttpResponse:
-    days = usage_days(request.GET.get("days"))
-    summary = selectors.usage_summary(
-        domain=request.domain,
-        user_id=selectors.usage_reader(domain=request.domain, user_id=request.user.pk),
-        days=days,
-    )
+    form = UsagePeriodForm(request.GET or None)
+    period = form.period()
+    report = usage.usage_report(domain=request.domain, user_id=_usage_scope(request), period=period)
     return render(
         request,
         "inference/usage.html",
-        {"domain": request.domain, "summary": summary, "choices": USAGE_DAYS},
+        {
+            "domain": request.domain,
+            "form": form,
+            "report": report,
+            "summary": report,
+            "charts": charts.usage_charts(report["series"]),
+            "by_model": charts.shares(report["by_model"]),
+            "by_token": charts.shares(report["by_token"]),
+            "by_member": charts.shares(report["by_member"]),
+            "choices": UsagePeriodForm.DAYS,
+            "query": f"start={period.start.isoformat()}&end={period.end.isoformat()}",
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@domain_page(permissions.USAGE_READ)
+@require_GET
+def domain_usage_export(request: HttpRequest) -> HttpResponse:
+    form = UsagePeriodForm(request.GET or None)
+    if request.GET and not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400, content_type="text/plain")
+    period = form.period()
+    rows = usage.usage_export_rows(
+        domain=request.domain, user_id=_usage_scope(request), period=period
+    )
+    return csv_download(
+        rows, usage.EXPORT_COLUMNS, f"usage-{request.domain.route}-{period.start}-{period.end}.csv"
+    )
+
+
+REQUEST_AUDIT_ROWS = 200
+
+
+@domain_page(permissions.AUDIT_READ)
+@require_GET
+def domain_audit_requests(request: HttpRequest) -> HttpResponse:
+    """Per-request audit records: who, which token, model, backend, status, guardrails,
+    attestation; never any text."""
+    form = RequestAuditFilterForm(request.GET or None)
+    events = audit.request_events(domain=request.domain, **form.filters())
+    return render(
+        request,
+        "inference/audit_requests.html",
+        {
+            "domain": request.domain,
+            "form": form,
+            "rows": list(audit.request_rows(events[:REQUEST_AUDIT_ROWS])),
+            "limit": REQUEST_AUDIT_ROWS,
+            "query": request.GET.urlencode(),
+            "retention_days": settings.CUBEAI_RETENTION_USAGE_DAYS,
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+@domain_page(permissions.AUDIT_READ)
+@require_GET
+def domain_audit_requests_export(request: HttpRequest) -> HttpResponse:
+    form = RequestAuditFilterForm(request.GET or None)
+    if request.GET and not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400, content_type="text/plain")
+    events = audit.request_events(domain=request.domain, **form.filters())
+    return csv_download(
+        audit.request_rows_all(events), audit.COLUMNS, f"requests-{request.domain.route}.csv"
     )

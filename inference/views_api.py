@@ -13,11 +13,13 @@ from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import renderers, viewsets
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 
+from cubeai.lib.downloads import csv_lines
 from domains import permissions
 from domains.drf import APIView, DomainAPIView, StaffBrowsableMixin, StaffOnly, validated
-from inference import access, selectors
+from inference import access, audit, selectors, usage
 from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.models import AttestationPolicy, Backend, Deployment, Model
@@ -29,7 +31,11 @@ from inference.serializers import (
     ModelAccessIn,
     ModelAccessOut,
     ModelSerializer,
+    RequestAuditQuery,
+    RequestRecordOut,
+    UsageExportRowOut,
     UsageQuery,
+    UsageReportOut,
 )
 
 # The registry ----------------------------------------------------------------------------
@@ -143,22 +149,90 @@ class ModelAccessView(DomainAPIView):
         return Response(self._rows())
 
 
+def validated_query(serializer_class, request) -> dict:
+    """The query string validated by `serializer_class` (a 400 with field errors if not)."""
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 class UsageView(DomainAPIView):
-    """`GET /api/domains/<id>/usage/?days=7`: totals, per model and per token.
+    """`GET /api/domains/<id>/usage/?days=7` (or `?start=&end=`): totals, a series per day,
+    and breakdowns by model, token and member, from the daily aggregates.
 
     Members see their own tokens' usage; admins and viewers the whole domain's.
     """
 
     permission_by_method = {"GET": permissions.USAGE_READ}
 
-    @extend_schema(parameters=[UsageQuery], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(parameters=[UsageQuery], responses={200: UsageReportOut})
     def get(self, request, domain_id):
-        query = UsageQuery(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        return Response(
-            selectors.usage_summary(
-                domain=self.domain,
-                user_id=selectors.usage_reader(domain=self.domain, user_id=request.user.pk),
-                days=query.validated_data["days"],
+        period = validated_query(UsageQuery, request)["period"]
+        reader = selectors.usage_reader(domain=self.domain, user_id=request.user.pk)
+        return Response(usage.usage_report(domain=self.domain, user_id=reader, period=period))
+
+
+class CSVRenderer(renderers.BaseRenderer):
+    """Rows (a list of dicts with `usage.EXPORT_COLUMNS`) as CSV; errors stay JSON."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return "".join(csv_lines(data, usage.EXPORT_COLUMNS)).encode()
+
+
+class UsageExportView(DomainAPIView):
+    """`GET /api/domains/<id>/usage/export/`: one row per day, model, token and member, as
+    CSV (the default) or JSON (`?format=json`)."""
+
+    permission_by_method = {"GET": permissions.USAGE_READ}
+    renderer_classes = [CSVRenderer, renderers.JSONRenderer]
+
+    def get_renderers(self):
+        # Error bodies are rendered as JSON whatever was asked.
+        return [CSVRenderer(), renderers.JSONRenderer()]
+
+    def handle_exception(self, exc):
+        self.request.accepted_renderer = renderers.JSONRenderer()
+        self.request.accepted_media_type = "application/json"
+        return super().handle_exception(exc)
+
+    @extend_schema(
+        parameters=[UsageQuery],
+        responses={
+            (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/json"): UsageExportRowOut(many=True),
+        },
+    )
+    def get(self, request, domain_id):
+        period = validated_query(UsageQuery, request)["period"]
+        reader = selectors.usage_reader(domain=self.domain, user_id=request.user.pk)
+        rows = usage.usage_export_rows(domain=self.domain, user_id=reader, period=period)
+        response = Response(rows)
+        if request.accepted_renderer.format == "csv":
+            response["Content-Disposition"] = (
+                f'attachment; filename="usage-{self.domain.route}-{period.start}-{period.end}.csv"'
             )
-        )
+        return response
+
+
+class RequestAuditPagination(LimitOffsetPagination):
+    default_limit = 100
+    max_limit = 500
+
+
+class RequestAuditView(DomainAPIView):
+    """`GET /api/domains/<id>/audit/requests/`: per-request audit records (no text),
+    newest first, filtered and paginated (`limit`, `offset`)."""
+
+    permission_by_method = {"GET": permissions.AUDIT_READ}
+    pagination_class = RequestAuditPagination
+    serializer_class = RequestRecordOut
+
+    @extend_schema(parameters=[RequestAuditQuery], responses=RequestRecordOut(many=True))
+    def get(self, request, domain_id):
+        filters = validated_query(RequestAuditQuery, request)
+        page = self.paginate_queryset(audit.request_events(domain=self.domain, **filters))
+        return self.get_paginated_response(list(audit.request_rows(page)))

@@ -13,6 +13,7 @@ from django.utils import timezone
 from cubeai.exceptions import AuthenticationFailed, Conflict, DomainError
 from domains import permissions
 from domains.models import Domain, Membership, User
+from domains.services import audit_record
 from tokens import keys, throttle
 from tokens.models import Token
 
@@ -152,6 +153,7 @@ def token_issue(
     )
     if domains is not None:
         token.domains.set(domains)
+    _audit(token, "token.issue", scopes=scopes, expires_at=token.expires_at.isoformat())
     # A key id probed before it existed would still be cached as unknown; forget it.
     _forget(token)
     transaction.on_commit(lambda: _forget(token))
@@ -172,6 +174,26 @@ def token_issue_demo(*, owner: User, domain: Domain) -> str:
         description="Issued by bootstrap_demo.",
     )
     return plaintext
+
+
+def _audit(token: Token, action: str, **details) -> None:
+    """Record a token's lifecycle in the audit trail of each domain it may act in (names and
+    ids only: never the secret or its digest)."""
+    if token.all_domains:
+        domains = Domain.objects.for_user(token.owner)
+    else:
+        domains = token.domains.filter(deleted_at__isnull=True)
+    for domain in domains:
+        audit_record(
+            None,
+            domain,
+            action,
+            token.name,
+            user=token.owner,
+            token=token.pk,
+            key_id=token.key_id,
+            **details,
+        )
 
 
 def _forget(token: Token) -> None:
@@ -210,24 +232,31 @@ def token_rotate(*, token: Token, grace_seconds: int = 0) -> str:
             "rotated_at",
         ]
     )
+    _audit(token, "token.rotate", grace_seconds=grace_seconds)
     # Now, and again once committed, so no replica caches the old secret in between.
     _forget(token)
     transaction.on_commit(lambda: _forget(token))
     return plaintext
 
 
+@transaction.atomic
 def token_revoke(*, token: Token) -> Token:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        _audit(token, "token.revoke")
     _forget(token)
+    transaction.on_commit(lambda: _forget(token))
     return token
 
 
+@transaction.atomic
 def token_delete(*, token: Token) -> None:
+    _audit(token, "token.delete")
     # Deleted first: a request in between must not cache the token again.
     token.delete()
     _forget(token)
+    transaction.on_commit(lambda: _forget(token))
 
 
 def _cache_key(key_id: str) -> str:

@@ -1,8 +1,10 @@
 """Profile → Personal Access Tokens: list, create, rotate, revoke and delete.
 
-Each view parses the form, calls `tokens.services` and renders. A new secret is rendered in
-the response to the POST that made it, never put in the session or a message, and that
-response is marked `no-store` so no cache keeps it.
+Each view parses the form, calls `tokens.services` and renders. A new secret follows
+post/redirect/get: the POST that made it keeps it in the session under the token's id and
+redirects; the GET shows it once and removes it from the session at once, so reloading the
+page (or going back to it) never submits the form again nor shows the secret again. That
+page is marked `no-store` so no cache keeps it.
 """
 
 from django.contrib import messages
@@ -19,13 +21,36 @@ from tokens.forms import TokenCreateForm, TokenRotateForm
 from tokens.models import Token
 from tokens.services import TokenInvalid
 
+# Session key of a secret waiting to be shown once: {"token": pk, "secret": ..., "rotated": ...}.
+SHOW_ONCE = "tokens:show-once"
+
 
 def _owned(request: HttpRequest, pk: int) -> Token:
     # Another user's token is a 404, like a token that does not exist.
     return get_object_or_404(Token.objects.for_owner(request.user), pk=pk)
 
 
-def _secret_response(request: HttpRequest, token: Token, secret: str, *, rotated: bool):
+def _show_once(request: HttpRequest, token: Token, secret: str, *, rotated: bool):
+    """Keep the secret for the next GET of the token's secret page, and redirect there."""
+    request.session[SHOW_ONCE] = {"token": token.pk, "secret": secret, "rotated": rotated}
+    return redirect("tokens:secret", pk=token.pk)
+
+
+@login_required
+@require_GET
+def token_secret(request: HttpRequest, pk: int) -> HttpResponse:
+    """The secret of a token just created or rotated, shown once."""
+    token = _owned(request, pk)
+    waiting = request.session.get(SHOW_ONCE)
+    if not waiting or waiting.get("token") != token.pk:
+        messages.info(
+            request,
+            f"The secret of “{token.name}” was shown once and cannot be shown again; "
+            "rotate the token for a new one.",
+        )
+        return redirect("tokens:list")
+    del request.session[SHOW_ONCE]
+    secret, rotated = waiting["secret"], waiting["rotated"]
     if token.all_domains:
         domains = list(Domain.objects.for_user(request.user).order_by("name"))
     else:
@@ -82,7 +107,7 @@ def token_create(request: HttpRequest) -> HttpResponse:
         except TokenInvalid as exc:
             form.add_service_errors(exc)
         else:
-            return _secret_response(request, token, secret, rotated=False)
+            return _show_once(request, token, secret, rotated=False)
     return render(request, "tokens/create.html", {"form": form}, status=400 if form.errors else 200)
 
 
@@ -101,7 +126,7 @@ def token_rotate(request: HttpRequest, pk: int) -> HttpResponse:
     except (TokenInvalid, Conflict) as exc:
         messages.error(request, exc.message)
         return redirect("tokens:list")
-    return _secret_response(request, token, secret, rotated=True)
+    return _show_once(request, token, secret, rotated=True)
 
 
 @login_required

@@ -85,6 +85,28 @@ def attestation_policy_set(
     return row
 
 
+def _audit_attestation(backend: Backend, changes: dict, trigger: str) -> None:
+    """A backend's attestation changed state (or its attested key): say so in the audit
+    trail of every domain it serves. Periodic challenges that change nothing are recorded
+    as `AttestationRecord`s only."""
+    from domains.services import audit_record
+    from inference.access import domains_served_by
+
+    failed = changes["attestation_status"] == Backend.Attestation.FAILED
+    for domain in domains_served_by(backend):
+        audit_record(
+            None,
+            domain,
+            "backend.attestation_failed" if failed else "backend.attested",
+            backend.name,
+            previous=backend.attestation_status,
+            status=changes["attestation_status"],
+            trigger=trigger,
+            tee_type=backend.tee_type,
+            **({"error": changes["attestation_error"][:200]} if failed else {}),
+        )
+
+
 def backend_attest(*, backend: Backend, trigger: str, deliver: bool = True) -> AttestationRecord:
     """Challenge the backend with a fresh nonce, record the outcome, and update its status
     and pinned key, which the routing snapshot of every gateway process picks up.
@@ -130,6 +152,11 @@ def backend_attest(*, backend: Backend, trigger: str, deliver: bool = True) -> A
             )
         Backend.objects.filter(pk=backend.pk).update(**changes)
         registry_changed()
+        if (
+            current.attestation_status != changes["attestation_status"]
+            or trigger == AttestationRecord.Trigger.KEY_CHANGE
+        ):
+            _audit_attestation(current, changes, trigger)
         record = AttestationRecord.objects.create(
             backend=current,
             at=now,

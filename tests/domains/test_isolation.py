@@ -38,7 +38,11 @@ PAGES = [
     ("get", "/domains/{domain}/models/", P.MODELS_READ),
     ("post", "/domains/{domain}/models/set/", P.DOMAIN_MANAGE),
     ("get", "/domains/{domain}/audit/", P.AUDIT_READ),
+    ("get", "/domains/{domain}/audit/export.csv", P.AUDIT_READ),
+    ("get", "/domains/{domain}/audit/requests/", P.AUDIT_READ),
+    ("get", "/domains/{domain}/audit/requests/export.csv", P.AUDIT_READ),
     ("get", "/domains/{domain}/usage/", P.USAGE_READ),
+    ("get", "/domains/{domain}/usage/export.csv", P.USAGE_READ),
     ("get", "/domains/{domain}/attestation/", P.ATTESTATION_READ),
     ("get", "/domains/{domain}/guardrails/", P.AUDIT_READ),
     ("post", "/domains/{domain}/guardrails/", P.DOMAIN_MANAGE),
@@ -66,7 +70,9 @@ API = [
     ("get", "/api/domains/{domain}/models/", P.MODELS_READ),
     ("post", "/api/domains/{domain}/models/", P.DOMAIN_MANAGE),
     ("get", "/api/domains/{domain}/audit/", P.AUDIT_READ),
+    ("get", "/api/domains/{domain}/audit/requests/", P.AUDIT_READ),
     ("get", "/api/domains/{domain}/usage/", P.USAGE_READ),
+    ("get", "/api/domains/{domain}/usage/export/", P.USAGE_READ),
     ("post", "/api/domains/{domain}/guardrails/", P.DOMAIN_MANAGE),
 ]
 

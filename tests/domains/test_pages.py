@@ -1,5 +1,9 @@
 """The server-rendered domain pages: forms, field errors, and flows."""
 
+import datetime
+
+from django.utils import timezone
+
 from domains import permissions, services
 from domains.models import Domain, Invitation, Membership, Role
 
@@ -144,3 +148,75 @@ def test_audit_page_lists_the_domains_events(client, alice, domain, other_domain
     page = client.get(f"/domains/{domain.pk}/audit/").content.decode()
     assert "domain.update" in page
     assert "charlie-corp" not in page
+
+
+def test_the_overview_shows_models_today_and_a_quick_start(client, alice, domain, other_domain):
+    from inference import metering
+    from inference.models import Backend, Deployment, Model
+
+    tee = Backend.objects.create(
+        name="gpu-tdx", base_url="https://10.0.0.5/v1", tee_type="tdx",
+        attestation_status="verified",
+    )  # fmt: skip
+    dev = Backend.objects.create(
+        name="dev-agent", base_url="http://127.0.0.1:1/v1", allow_not_confidential=True,
+        attestation_status="not-confidential",
+    )  # fmt: skip
+    chat = Model.objects.create(name="llama-chat", tasks=["chat"])
+    Deployment.objects.create(model=chat, backend=tee, upstream_model="x")
+    Deployment.objects.create(model=chat, backend=dev, upstream_model="x")
+    Model.objects.create(name="secret-model", tasks=["chat"], public=False)
+    now = timezone.now()
+    for days_ago, status in ((0, 200), (0, 500), (2, 200), (3, 200), (9, 200)):
+        metering.write(
+            [
+                dict(
+                    domain_id=domain.pk, user_id=alice.pk, token_id=1, request_id="r",
+                    endpoint="chat.completions", model="llama-chat", status=status,
+                    total_tokens=10, prompt_tokens=4, completion_tokens=6, latency_ms=5,
+                    created_at=now - datetime.timedelta(days=days_ago),
+                )
+            ]
+        )  # fmt: skip
+    client.force_login(alice)
+    html = client.get(f"/domains/{domain.pk}/").content.decode()
+    base_url = f"http://testserver/proxy/{domain.pk}/v1"
+    assert f'<code id="base-url">{base_url}</code>' in html
+    assert f'<code id="domain-id">{domain.pk}</code>' in html
+    assert 'data-copy-target="domain-id"' in html and 'data-copy-target="base-url"' in html
+    assert "cubeai/copy.js" in html
+    assert f'base_url="{base_url}"' in html and 'model="llama-chat"' in html
+    models = html.split('id="overview-models"')[1].split("</table>")[0]
+    assert "gpu-tdx" in models and "Intel TDX" in models and "verified" in models
+    assert "dev-agent" in models and "NOT CONFIDENTIAL" in models
+    assert "secret-model" not in models
+    today = html.split('id="overview-usage"')[1].split("</div>\n</div>")[0]
+    assert "<strong>2</strong>" in today  # requests today
+    assert "<strong>20</strong>" in today  # tokens today
+    assert "<strong>1</strong>" in today  # errors today
+    assert "2 in all" in today  # the two requests of the seven days before
+    assert "0.3 a day" in today
+    assert "charlie" not in html.lower()
+
+
+def test_the_overview_shows_each_panel_only_with_its_permission(client, charlie, domain):
+    membership_role = services.role_builtin(name=permissions.VIEWER)
+    services.member_add(
+        actor=services.Actor.staff(domain.memberships.first().user),
+        domain=domain,
+        email=charlie.email,
+        role=membership_role,
+    )
+    client.force_login(charlie)
+    html = client.get(f"/domains/{domain.pk}/").content.decode()
+    assert 'id="overview-usage"' in html  # viewers read usage
+    custom = services.role_create(
+        actor=services.Actor.staff(domain.memberships.first().user),
+        domain=domain,
+        name="nothing",
+        permissions=[],
+    )
+    domain.memberships.filter(user=charlie).update(role=custom)
+    html = client.get(f"/domains/{domain.pk}/").content.decode()
+    assert 'id="overview-usage"' not in html and 'id="overview-models"' not in html
+    assert "Quick start" in html

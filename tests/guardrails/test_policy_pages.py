@@ -148,3 +148,66 @@ def test_the_admin_lists_and_activates_versions(staff_client, domain):
     )
     assert response.status_code == 302
     assert GuardrailPolicy.objects.get(domain=domain, active=True).version == 1
+
+
+def common(**overrides) -> dict:
+    """The common-settings form as the page posts it (the platform default's values)."""
+    data = {
+        "common-secrets": "mask",
+        "common-email": "mask",
+        "common-phone": "mask",
+        "common-card": "mask",
+        "common-iban": "mask",
+        "common-national_id": "mask",
+        "common-ip": "mask",
+        "common-injection": "on",
+        "common-injection_threshold": "1.0",
+        "common-tokenized_inputs": "block",
+        "common-activate": "on",
+    }
+    data.update(overrides)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def test_the_common_settings_form_sits_beside_the_json_editor(client, domain, alice):
+    client.force_login(alice)
+    html = client.get(page(domain)).content.decode()
+    assert 'id="common-settings"' in html and 'id="policy-editor"' in html
+    assert 'name="common-email"' in html and 'name="document"' in html
+    # Checkboxes sit inside their label, in a row of their own size.
+    assert '<div class="field check">' in html
+    assert 'type="checkbox" name="activate"' in html
+
+
+def test_the_common_settings_are_written_into_the_policy_in_force(client, domain, alice):
+    client.force_login(alice)
+    client.post(page(domain), {"document": json.dumps(DENY), "activate": "on"})
+    response = client.post(
+        page(domain),
+        common(**{"common-email": "block", "common-secrets": "block", "common-injection": None}),
+    )
+    assert response.status_code == 302
+    row = GuardrailPolicy.objects.get(domain=domain, active=True)
+    assert row.version == 2 and row.created_by == alice
+    names = [spec["NAME"].rsplit(".", 1)[-1] for spec in row.document["input"]]
+    assert "DenyList" in names  # kept from the policy in force
+    assert "PromptInjection" not in names
+    pii = [s for s in row.document["input"] + row.document["output"] if s["NAME"].endswith("PII")]
+    assert len(pii) == 2 and all(s["OPTIONS"]["email"] == "block" for s in pii)
+    secrets = [s for s in row.document["output"] if s["NAME"].endswith("Secrets")]
+    assert secrets and secrets[0]["OPTIONS"]["action"] == "block"
+    html = client.get(page(domain)).content.decode()
+    assert '<option value="block" selected>block</option>' in html
+
+
+def test_the_common_settings_go_through_the_policy_validator(client, domain, alice):
+    client.force_login(alice)
+    response = client.post(page(domain), common(**{"common-injection_threshold": "-1"}))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "threshold" in html and "greater than 0" in html
+    assert not GuardrailPolicy.objects.filter(domain=domain).exists()
+    bad_choice = client.post(page(domain), common(**{"common-email": "explode"}))
+    assert bad_choice.status_code == 400
+    assert "Select a valid choice" in bad_choice.content.decode()
+    assert not GuardrailPolicy.objects.filter(domain=domain).exists()

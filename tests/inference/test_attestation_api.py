@@ -256,3 +256,38 @@ def test_the_recipe_script_picks_a_backend_from_the_list_answer(
     assert "backend att-dev" in result.stdout
     assert "provider 'none' is not confidential" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_attestation_state_changes_are_in_the_audit_log_of_the_domains_served(
+    served, domain, other_domain, alice
+):
+    from domains.models import AuditEvent
+
+    assert attestation_services.backend_attest(backend=served, trigger="on-demand").ok
+    # Passing again changes nothing: no second event.
+    assert attestation_services.backend_attest(backend=served, trigger="periodic").ok
+    Backend.objects.filter(pk=served.pk).update(base_url="https://127.0.0.1:1/v1")
+    served.refresh_from_db()
+    assert not attestation_services.backend_attest(backend=served, trigger="periodic").ok
+
+    events = list(
+        AuditEvent.objects.filter(domain=domain, target="att-dev")
+        .order_by("created_at", "id")
+        .values_list("action", "details")
+    )
+    assert [action for action, _ in events] == ["backend.attested", "backend.attestation_failed"]
+    assert events[0][1]["status"] == "not-confidential"
+    assert events[1][1]["previous"] == "not-confidential"
+    assert events[1][1]["status"] == "failed"
+    # Charlie's domain may use the public model too, so it is told as well; the hidden
+    # backend serves a private model nobody was granted and is nobody's business.
+    assert AuditEvent.objects.filter(domain=other_domain, target="att-dev").count() == 2
+    assert not AuditEvent.objects.filter(target="att-hidden").exists()
+    client = Client()
+    client.force_login(alice)
+    page = client.get(f"/domains/{domain.pk}/audit/?action=backend.").content.decode()
+    assert "backend.attestation_failed" in page and "backend.attested" in page
+    failures = client.get(f"/domains/{domain.pk}/audit/?outcome=failure").content.decode()
+    assert (
+        "backend.attestation_failed" in failures and "<code>backend.attested</code>" not in failures
+    )

@@ -137,3 +137,43 @@ def test_a_guard_model_call_is_metered_under_the_callers_domain(metered):
     assert guard_row["model"] == "mtr-guard"
     assert guard_row["domain_id"] == domain.pk
     assert guard_row["total_tokens"] == 8 and guard_row["status"] == 200
+
+
+def test_the_daily_aggregates_equal_the_rows_the_gateway_wrote(metered):
+    """Through the real gateway: the flush writes the raw rows and the daily aggregates
+    together, a request for a model the domain does not have is recorded without the name
+    the client sent, and the usage API lists it as one "unknown model" row."""
+    from inference.models import UsageDaily, UsageEvent
+    from tests.inference.conftest import committed
+
+    base, token, domain = metered
+    client = openai.OpenAI(base_url=base, api_key=token, max_retries=0)
+    ids = []
+    for fuzzed in ("a#s\u2026fuzz", "zz' OR 1=1 --"):
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.chat.completions.with_raw_response.create(**chat_body(fuzzed))
+        ids.append(caught.value.response.headers["x-request-id"])
+    ids.append(
+        client.chat.completions.with_raw_response.create(**chat_body("mtr-paced")).headers[
+            "x-request-id"
+        ]
+    )
+    rows = [row for request_id in ids for row in usage_rows(request_id)]
+    unknown = [row for row in rows if row["status"] == 404]
+    assert len(unknown) == 2 and {row["model"] for row in unknown} == {""}
+
+    def sums():
+        raw = UsageEvent.objects.filter(domain=domain)
+        daily = UsageDaily.objects.filter(domain=domain)
+        return (
+            (raw.count(), sum(raw.values_list("total_tokens", flat=True))),
+            (
+                sum(daily.values_list("requests", flat=True)),
+                sum(daily.values_list("total_tokens", flat=True)),
+            ),
+            sorted(daily.values_list("model", flat=True).distinct()),
+        )
+
+    raw, daily, models = committed(sums)
+    assert raw == daily
+    assert "" in models and not any("fuzz" in m or "OR 1=1" in m for m in models)

@@ -22,7 +22,7 @@ def _create(client, **overrides):
         "domain_access": "all",
     }
     data.update(overrides)
-    return client.post(f"{URL}new/", data)
+    return client.post(f"{URL}new/", data, follow=True)
 
 
 def _secret_in(response) -> str:
@@ -64,6 +64,8 @@ def test_the_create_form_offers_only_the_users_domains_and_scopes(
 def test_creating_a_token_shows_the_secret_once_with_examples(signed_in, alice, domain):
     response = _create(signed_in)
     assert response.status_code == 200
+    token = Token.objects.get()
+    assert response.redirect_chain == [(f"{URL}{token.pk}/secret/", 302)]
     assert "no-store" in response["Cache-Control"]
     secret = _secret_in(response)
     assert services.token_authenticate(secret).owner_id == alice.pk
@@ -85,6 +87,37 @@ def test_creating_a_token_shows_the_secret_once_with_examples(signed_in, alice, 
     assert secret not in listing
     assert keys.parse(secret).secret not in listing
     assert token.display in listing
+
+
+def test_reloading_the_created_page_issues_no_second_token_nor_shows_the_secret_again(
+    signed_in, alice
+):
+    """Post/redirect/get: the POST answers with a redirect, so a reload repeats only the GET,
+    and the secret, kept in the session for that one GET, is gone after it."""
+    response = signed_in.post(
+        f"{URL}new/",
+        {"name": "laptop", "expiry": "30", "scopes": ["models:read"], "domain_access": "all"},
+    )
+    token = Token.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"{URL}{token.pk}/secret/"
+    assert "cube_pat_" not in response.content.decode()
+    secret = _secret_in(signed_in.get(response["Location"]))
+    assert services.token_authenticate(secret).token_id == token.pk
+    again = signed_in.get(response["Location"], follow=True)
+    assert again.redirect_chain == [(URL, 302)]
+    page = again.content.decode()
+    assert secret not in page and keys.parse(secret).secret not in page
+    assert "was shown once and cannot be shown again" in page
+    assert Token.objects.count() == 1
+    assert "tokens:show-once" not in signed_in.session
+
+
+def test_another_users_secret_page_is_a_404(client, signed_in, bob, alice):
+    _create(signed_in)
+    token = Token.objects.get()
+    client.force_login(bob)
+    assert client.get(f"{URL}{token.pk}/secret/").status_code == 404
 
 
 def test_it_creates_a_token_for_chosen_domains_and_a_custom_date(signed_in, domain):
@@ -184,8 +217,9 @@ def test_it_warns_about_tokens_expiring_within_seven_days(signed_in, alice, doma
 def test_rotating_shows_a_new_secret_and_stops_the_old_one(signed_in, alice, domain, pat):
     old = pat(alice)
     token = Token.objects.get()
-    response = signed_in.post(f"{URL}{token.pk}/rotate/", {"grace_seconds": "0"})
+    response = signed_in.post(f"{URL}{token.pk}/rotate/", {"grace_seconds": "0"}, follow=True)
     assert response.status_code == 200
+    assert response.redirect_chain == [(f"{URL}{token.pk}/secret/", 302)]
     assert "no-store" in response["Cache-Control"]
     new = _secret_in(response)
     assert new != old
@@ -199,7 +233,7 @@ def test_rotating_with_a_grace_period_keeps_the_old_secret_for_a_while(
 ):
     old = pat(alice)
     token = Token.objects.get()
-    response = signed_in.post(f"{URL}{token.pk}/rotate/", {"grace_seconds": "3600"})
+    response = signed_in.post(f"{URL}{token.pk}/rotate/", {"grace_seconds": "3600"}, follow=True)
     assert "old secret keeps working until" in response.content.decode()
     services.token_authenticate(old)
     services.token_authenticate(_secret_in(response))
