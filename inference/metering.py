@@ -40,7 +40,7 @@ def record(**event) -> None:
         if isinstance(event.get(name), str):
             event[name] = CONTROL.sub("", event[name])
     _buffer.append(event)
-    _schedule()
+    _flush_soon()
 
 
 def audit(**event) -> None:
@@ -48,10 +48,10 @@ def audit(**event) -> None:
     the next batch of usage: the request path itself writes nothing."""
     event.setdefault("created_at", timezone.now())
     _audit_buffer.append(event)
-    _schedule()
+    _flush_soon()
 
 
-def _schedule() -> None:
+def _flush_soon() -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -93,7 +93,11 @@ def write(batch: list[dict]) -> bool:
         try:
             AuditEvent.objects.bulk_create([AuditEvent(**event) for event in audits])
         except Exception:
-            log.exception("could not write %d audit events", len(audits))
+            log.exception("could not write %d audit events; kept for the next flush", len(audits))
+            _audit_buffer[:0] = audits[-KEEP_AT_MOST:]
+            del _audit_buffer[KEEP_AT_MOST:]
+            if not batch:
+                return False
     if batch:
         try:
             # The raw rows and the daily aggregates (inference/usage.py) agree, or neither
