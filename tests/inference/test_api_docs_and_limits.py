@@ -42,10 +42,10 @@ def limiter(settings):
 
 async def test_it_limits_requests_per_token_with_openai_headers(limiter):
     for remaining in (2, 1, 0):
-        headers = await limiter.check(token_id=101, domain_id="d-101")
+        headers = await limiter.check(caller_key="t:101", domain_id="d-101")
         assert headers["x-ratelimit-remaining-requests"] == str(remaining)
     with pytest.raises(RateLimited) as caught:
-        await limiter.check(token_id=101, domain_id="d-101")
+        await limiter.check(caller_key="t:101", domain_id="d-101")
     assert caught.value.status == 429
     assert caught.value.code == "rate_limit_exceeded"
     assert 0 < int(caught.value.headers["Retry-After"]) <= 60
@@ -53,7 +53,16 @@ async def test_it_limits_requests_per_token_with_openai_headers(limiter):
 
 async def test_it_limits_requests_per_domain_across_tokens(limiter):
     for token_id in range(200, 205):
-        await limiter.check(token_id=token_id, domain_id="d-200")
+        await limiter.check(caller_key=f"t:{token_id}", domain_id="d-200")
     with pytest.raises(RateLimited) as caught:
-        await limiter.check(token_id=299, domain_id="d-200")
+        await limiter.check(caller_key="u:299", domain_id="d-200")
     assert "domain" in caught.value.message
+
+
+async def test_a_browser_session_is_counted_per_user_apart_from_its_tokens(limiter):
+    for _ in range(3):
+        await limiter.check(caller_key="u:7", domain_id="d-300")
+    with pytest.raises(RateLimited):
+        await limiter.check(caller_key="u:7", domain_id="d-300")
+    # The same user's token has a count of its own; the domain's is shared.
+    await limiter.check(caller_key="t:7", domain_id="d-301")
