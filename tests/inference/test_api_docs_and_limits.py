@@ -71,3 +71,19 @@ async def test_it_limits_requests_per_domain_across_tokens(limited):
     with pytest.raises(RateLimited) as caught:
         await admit(299, domain_id)
     assert "domain" in caught.value.message
+
+
+@pytest.mark.django_db
+async def test_a_browser_session_is_counted_per_user_apart_from_its_tokens(limited):
+    domain_id = str(uuid.uuid4())
+
+    def session(user_id: int):
+        return gate.admit(domain_id=domain_id, token_id=None, user_id=user_id, cost=1, stream=False)
+
+    for _ in range(3):
+        await session(7)
+    with pytest.raises(RateLimited):
+        await session(7)
+    # Another user's session, and the same user's token, have counts of their own.
+    await session(8)
+    await admit(7, domain_id)
