@@ -138,7 +138,6 @@ def domain_usage(request: HttpRequest) -> HttpResponse:
             "domain": request.domain,
             "form": form,
             "report": report,
-            "summary": report,
             "charts": charts.usage_charts(report["series"]),
             "by_model": charts.shares(report["by_model"]),
             "by_token": charts.shares(report["by_token"]),
