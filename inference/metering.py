@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from cubeai.lib.batches import delete_in_batches
@@ -58,16 +59,21 @@ def drain() -> list[dict]:
 
 
 def write(batch: list[dict]) -> bool:
-    """Insert the batch; False if it could not be written (the database away)."""
+    """Insert the batch; False if the database was unreachable (kept, tried again)."""
     from inference.models import UsageEvent
 
     if batch:
         try:
             UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
-        except Exception:
-            # Metering must never break serving; the count is logged, never the content.
-            log.exception("could not write %d usage events; kept for the next flush", len(batch))
+        except (OperationalError, InterfaceError):
+            # The database away (a restart, a failover): the batch is tried again. The count
+            # is logged, never the content.
+            log.warning("could not reach the database for %d usage events; kept", len(batch))
             return False
+        except Exception:
+            # Anything else (a row whose domain was deleted meanwhile) would fail again:
+            # metering must never break serving, so the batch is dropped, and logged.
+            log.exception("could not write %d usage events", len(batch))
     return True
 
 
