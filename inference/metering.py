@@ -13,7 +13,7 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from cubeai.lib.batches import delete_in_batches
@@ -81,7 +81,7 @@ def drain() -> list[dict]:
 
 
 def write(batch: list[dict]) -> bool:
-    """Insert the batch; False if it could not be written (the database away)."""
+    """Insert the batch; False if the database was unreachable (kept, tried again)."""
     from inference.models import UsageEvent
     from inference.usage import usage_daily_add
 
@@ -92,12 +92,14 @@ def write(batch: list[dict]) -> bool:
 
         try:
             AuditEvent.objects.bulk_create([AuditEvent(**event) for event in audits])
-        except Exception:
-            log.exception("could not write %d audit events; kept for the next flush", len(audits))
+        except (OperationalError, InterfaceError):
+            log.warning("could not reach the database for %d audit events; kept", len(audits))
             _audit_buffer[:0] = audits[-KEEP_AT_MOST:]
             del _audit_buffer[KEEP_AT_MOST:]
             if not batch:
                 return False
+        except Exception:
+            log.exception("could not write %d audit events; dropped", len(audits))
     if batch:
         try:
             # The raw rows and the daily aggregates (inference/usage.py) agree, or neither
@@ -105,10 +107,15 @@ def write(batch: list[dict]) -> bool:
             with transaction.atomic():
                 UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
                 usage_daily_add(batch)
-        except Exception:
-            # Metering must never break serving; the count is logged, never the content.
-            log.exception("could not write %d usage events; kept for the next flush", len(batch))
+        except (OperationalError, InterfaceError):
+            # The database away (a restart, a failover): the batch is tried again. The count
+            # is logged, never the content.
+            log.warning("could not reach the database for %d usage events; kept", len(batch))
             return False
+        except Exception:
+            # Anything else (a row whose domain was deleted meanwhile) would fail again:
+            # metering must never break serving, so the batch is dropped, and logged.
+            log.exception("could not write %d usage events", len(batch))
     return True
 
 

@@ -93,3 +93,26 @@ def test_usage_written_during_a_database_outage_is_kept_and_written_after(
         "during-2",
     ]
     assert metering._buffer == []
+
+
+@pytest.mark.django_db
+def test_a_batch_that_would_fail_again_is_not_kept(settings, domain, monkeypatch):
+    from django.db import IntegrityError
+
+    from inference import metering
+    from inference.models import UsageEvent
+
+    metering.drain()
+
+    def bad(*args, **kwargs):
+        raise IntegrityError("FOREIGN KEY constraint failed")  # say, its domain deleted
+
+    async def flush_bad_then_good():
+        metering.record(domain_id=domain.pk, request_id="bad", endpoint="chat", status=200)
+        monkeypatch.setattr(UsageEvent.objects, "bulk_create", bad)
+        await metering.flush()
+        assert metering._buffer == []  # dropped (logged), so later batches are not poisoned
+
+    from asgiref.sync import async_to_sync
+
+    async_to_sync(flush_bad_then_good)()
