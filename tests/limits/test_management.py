@@ -34,6 +34,26 @@ def test_the_page_shows_the_limits_in_force_and_the_budget(client, alice, domain
     assert "Save limits" in html
 
 
+async def _charge(domain_id: str, tokens: int) -> None:
+    ticket = await gate.admit(domain_id=domain_id, token_id=1, cost=tokens, stream=False)
+    await gate.settle(ticket, total_tokens=tokens, domain_id=domain_id)
+
+
+def test_the_overview_shows_the_limits_and_the_remaining_budget(client, alice, domain, settings):
+    from asgiref.sync import async_to_sync
+
+    settings.CUBEAI_RATE_LIMIT_DOMAIN_RPM = 4321
+    DomainLimits.objects.create(domain=domain, monthly_token_budget=1000)
+    async_to_sync(_charge)(str(domain.pk), 250)
+    client.force_login(alice)
+    html = client.get(f"/domains/{domain.pk}/").content.decode()
+    panel = html[html.index('id="overview-limits"') :]
+    assert "<strong>4321</strong>" in panel
+    assert "<strong>750 left</strong>" in panel
+    assert "250 of 1000 used (25.0 %)" in panel
+    assert page(domain) in html
+
+
 def test_an_admin_lowers_the_domain_limit_on_the_page(client, alice, domain):
     client.force_login(alice)
     response = client.post(
