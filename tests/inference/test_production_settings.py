@@ -104,6 +104,21 @@ def burst(prod: Prod, model: str, count: int) -> list[str]:
         return list(pool.map(lambda _: stream(prod, model), range(count)))
 
 
+def committed_write(function):
+    """`committed(function)`, tried again while SQLite says another writer holds the lock:
+    a deferred transaction that read first (select_for_update is a no-op there) fails at
+    once instead of waiting, and the gateway under load writes usage all the time."""
+    from django.db import OperationalError
+
+    for attempt in range(10):
+        try:
+            return committed(function)
+        except OperationalError:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
+
+
 def registry_write() -> None:
     """A write that routing sees (it bumps the registry version): a rebuild follows."""
     committed(lambda: Backend.objects.get(name="e2e-prod-a").save())
@@ -218,7 +233,7 @@ def test_a_model_denial_takes_effect_within_its_delay_under_load(prod, stack):
     )
 
     def rule(allowed):
-        return committed(
+        return committed_write(
             lambda: access.model_access_set(
                 actor=admin, domain=stack.alpha, model="prod-echo", allowed=allowed
             )
@@ -251,7 +266,7 @@ def test_a_guardrail_policy_takes_effect_within_its_delay_under_load(prod, stack
     with Load(chat) as load:
         assert {status for _, status in load.results} == {200}
         saved_at = time.monotonic()
-        committed(
+        committed_write(
             lambda: policy_save(
                 domain=stack.alpha, document={"description": "osprey", "input": [deny]}, actor=admin
             )
