@@ -13,6 +13,29 @@ from domains.models import Domain, Membership, User
 
 PASSWORD = "correct-horse-battery-staple"
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _each_password_hashed_once():
+    """PBKDF2 with Django's iterations costs 0.6 s a hash on this machine, and most tests make
+    users: each distinct password is hashed once per session and the (real, verifiable)
+    hash reused, so servers started by the tests still check it as production does."""
+    from django.contrib.auth import base_user, hashers
+
+    real = hashers.make_password
+    hashed: dict[str, str] = {}
+
+    def once(password, salt=None, hasher="default"):
+        if not isinstance(password, str) or salt is not None or hasher != "default":
+            return real(password, salt, hasher)
+        if password not in hashed:
+            hashed[password] = real(password)
+        return hashed[password]
+
+    base_user.make_password = once
+    yield
+    base_user.make_password = real
+
+
 # Nothing secret in any log of the session: see tests/leaks.py.
 pytest_plugins = ["tests.leaks"]
 
