@@ -253,13 +253,15 @@ async def _run(store, method: str, argument, failure_mode: str):
 
 
 async def _replay(store) -> None:
+    # Taken off the list before the await: concurrent requests replay the rest, never the
+    # same charge twice.
     while _pending:
-        settlement = _pending[0]
+        settlement = _pending.pop(0)
         try:
             await store.settle(settlement)
         except Unavailable:
+            _pending.insert(0, settlement)
             return
-        _pending.pop(0)
 
 
 async def admit(

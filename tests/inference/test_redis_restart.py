@@ -98,7 +98,8 @@ def test_a_redis_restart_is_a_clean_503_then_full_recovery(stack, django_db_bloc
             _stop(redis_server)
 
     statuses = {status for _, status, _, _ in results}
-    assert statuses <= {200, 503}, statuses  # never a 500
+    others = [body for _, status, body, _ in results if status not in (200, 503)]
+    assert statuses <= {200, 503}, others[:3]  # never a 500
     refused = [(body, retry) for _, status, body, retry in results if status == 503]
     assert refused, "Redis away and no request noticed"
     for body, retry in refused:
