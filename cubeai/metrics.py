@@ -75,8 +75,9 @@ JOB_SECONDS = Histogram(
 
 
 def model_label(model: str, known: bool) -> str:
-    """A model name fit for a label: a registered model's name, else "unknown"."""
-    return model if known and model else ("unknown" if model else "")
+    """A model name fit for a label: a registered model's name, else "unknown" (a call
+    refused before its model was found records none)."""
+    return model if known and model else "unknown"
 
 
 def observe_call(*, endpoint: str, model: str, status: int, seconds: float) -> None:
