@@ -1,13 +1,21 @@
 """Fixtures of the security suite: a backend played by the fake upstream process."""
 
-import itertools
-
 import pytest
 
 from inference import metering, upstream
 from inference.models import Backend, Deployment, Model
 from inference.registry import registry
 from tests.inference.conftest import agent_url, fake_upstream_url  # noqa: F401 (fixtures)
+
+
+class _NoTurns(dict):
+    """Every model's round-robin turn stays at its first deployment."""
+
+    def __getitem__(self, key) -> int:
+        return 0
+
+    def __setitem__(self, key, value) -> None:
+        pass
 
 
 @pytest.fixture
@@ -17,7 +25,7 @@ def fake_backends(fake_upstream_url, settings, monkeypatch):  # noqa: F811
     the backends' names (no round-robin). Routing reloads at once; the registry's state is
     forgotten afterwards."""
     settings.CUBEAI_ROUTING_REFRESH_SECONDS = 0
-    monkeypatch.setattr(registry, "_rotation", itertools.repeat(0))
+    monkeypatch.setattr(registry, "_turns", _NoTurns())
     registry.snapshot = None
     registry.breakers.clear()
 
