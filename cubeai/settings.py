@@ -170,7 +170,12 @@ if os.environ.get("CUBEAI_TEST_DATABASE_NAME"):
 REDIS_URL = redis_from_url(os.environ["REDIS_URL"]) if os.environ.get("REDIS_URL") else ""
 if REDIS_URL:
     CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        "default": {
+            # A miss while Redis is away: callers fall back to the database (cubeai/cache.py).
+            "BACKEND": "cubeai.cache.DegradingRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
     }
     CHANNEL_LAYERS = {
         "default": {

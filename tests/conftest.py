@@ -19,17 +19,20 @@ def _each_password_hashed_once():
     """PBKDF2 with Django's iterations costs 0.6 s a hash on this machine, and most tests make
     users: each distinct password is hashed once per session and the (real, verifiable)
     hash reused, so servers started by the tests still check it as production does."""
+    from django.conf import settings
     from django.contrib.auth import base_user, hashers
 
     real = hashers.make_password
-    hashed: dict[str, str] = {}
+    hashed: dict[tuple, str] = {}
 
     def once(password, salt=None, hasher="default"):
         if not isinstance(password, str) or salt is not None or hasher != "default":
             return real(password, salt, hasher)
-        if password not in hashed:
-            hashed[password] = real(password)
-        return hashed[password]
+        # Per hasher in force: some suites switch to a fast one, servers never do.
+        key = (password, tuple(settings.PASSWORD_HASHERS))
+        if key not in hashed:
+            hashed[key] = real(password)
+        return hashed[key]
 
     base_user.make_password = once
     yield

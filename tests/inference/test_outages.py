@@ -38,11 +38,33 @@ def test_the_database_away_is_a_503_to_retry(client, alice, domain, pat, monkeyp
 
 
 @pytest.mark.django_db
-def test_redis_away_is_a_503_to_retry(client, alice, domain, pat, monkeypatch):
+def test_the_cache_away_falls_back_to_the_database(client, alice, domain, pat, settings):
+    # Nothing listens on port 1: every cache call is refused at once.
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "cubeai.cache.DegradingRedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+    token = pat(alice, scopes=[permissions.MODELS_READ])
+    url = f"/proxy/{domain.pk}/v1/models"
+    served = client.get(url, HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert served.status_code == 200 and served.json()["object"] == "list"
+    # The failed-authentication counter is not there either: a wrong token is still a 401.
+    refused = client.get(url, HTTP_AUTHORIZATION=f"Bearer {token[:-4]}AAAA")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.django_db
+def test_redis_away_where_nothing_degrades_is_a_503_to_retry(
+    client, alice, domain, pat, monkeypatch
+):
     token = pat(alice, scopes=[permissions.CHAT])
 
-    # Redis as the shared cache (the failed-authentication counter read before every
-    # look-up); the limiter has its own failure mode per domain (tests/limits).
+    # A Redis error that reaches the API (here from the failed-authentication counter,
+    # made to raise) is a clean 503, never a 500.
     def away(*args, **kwargs):
         raise RedisConnectionError("Connection refused")
 

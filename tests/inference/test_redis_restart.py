@@ -1,6 +1,7 @@
 """Redis restarted under load: a gateway on a Redis server of its own (never the shared
-one) answers 503 with `Retry-After` in OpenAI's envelope while it is away, recovers without a
-restart of its own once it is back, and writes the usage of every request it served.
+one) keeps serving while it is away (the cache degrades to the database, the limiter follows
+the domain's failure mode, open by default), goes on once it is back without a restart of
+its own, and writes the usage of every request it served.
 
 (PostgreSQL's restart is covered in process, tests/inference/test_outages.py: a clean 503
 and the usage kept and written after; a private PostgreSQL server for it is not started.)
@@ -97,15 +98,11 @@ def test_a_redis_restart_is_a_clean_503_then_full_recovery(stack, django_db_bloc
         if redis_server.poll() is None:
             _stop(redis_server)
 
-    statuses = {status for _, status, _, _ in results}
-    others = [body for _, status, body, _ in results if status not in (200, 503)]
-    assert statuses <= {200, 503}, others[:3]  # never a 500
-    refused = [(body, retry) for _, status, body, retry in results if status == 503]
-    assert refused, "Redis away and no request noticed"
-    for body, retry in refused:
-        assert body["error"]["code"] == "service_unavailable" and retry == "2"
-    # Recovered without a restart: everything sent a moment after Redis came back is served.
-    assert {status for at, status, _, _ in results if at > back + 2} == {200}
+    # Served throughout: the cache's misses go to the database and the domain's limits fail
+    # open (its default mode) onto each process's memory; never a 500, never a 503.
+    others = [(status, body) for _, status, body, _ in results if status != 200]
+    assert not others, others[:3]
+    assert any(back - 3 < at < back for at, _, _, _ in results), "no request while Redis was away"
     served = sum(1 for _, status, _, _ in results if status == 200)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
