@@ -71,8 +71,24 @@ async def http_application(scope, receive, send):
     await handler(scope, receive, send)
 
 
+async def lifespan(scope, receive, send):
+    """Start-up and shutdown of the process: at shutdown, usage and audit events still
+    buffered are written before the process exits (a restart loses no metering)."""
+    from inference import metering
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await metering.flush()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 application = ProtocolTypeRouter(
     {
+        "lifespan": lifespan,
         "http": BodyLimit(http_application),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))

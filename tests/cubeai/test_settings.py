@@ -51,7 +51,7 @@ def test_it_switches_to_postgres_and_redis():
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     assert config["db"] == "django.db.backends.postgresql"
-    assert config["cache"] == "django.core.cache.backends.redis.RedisCache"
+    assert config["cache"] == "cubeai.cache.DegradingRedisCache"
     assert config["layer"] == "channels_redis.core.RedisChannelLayer"
     assert config["broker"] == "redis://127.0.0.1:6379/0"
 
