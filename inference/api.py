@@ -326,17 +326,17 @@ def _model_object(entry) -> dict:
     ["GET"], "/models", response={200: ModelList, **ERRORS}, summary="List models"
 )
 async def list_models(request: HttpRequest, domain_id: Path[str]):
-    entries = await pipeline.list_models(request.auth)
+    entries, limits = await pipeline.list_models(request.auth)
     body = {"object": "list", "data": [_model_object(entry) for entry in entries]}
-    return _json(body, {"x-request-id": request_id_of(request)})
+    return _json(body, {"x-request-id": request_id_of(request), **limits})
 
 
 @router.api_operation(
     ["GET"], "/models/{path:model}", response={200: Model, **ERRORS}, summary="Retrieve a model"
 )
 async def retrieve_model(request: HttpRequest, domain_id: Path[str], model: str):
-    entry = await pipeline.get_model(request.auth, model)
-    return _json(_model_object(entry), {"x-request-id": request_id_of(request)})
+    entry, limits = await pipeline.get_model(request.auth, model)
+    return _json(_model_object(entry), {"x-request-id": request_id_of(request), **limits})
 
 
 def _method_not_allowed(on: Router, path: str, allowed: str) -> None:

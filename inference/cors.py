@@ -19,7 +19,8 @@ DOMAIN_PATH = re.compile(r"^/proxy/([0-9A-Fa-f-]{32,36})(/|$)")
 # The headers of an answer a page may read: the request id, limits, the backend's attestation.
 EXPOSED = (
     b"x-request-id, retry-after, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, "
-    b"x-ratelimit-reset-requests, x-cube-backend-attestation, x-cube-tee, x-cube-confidential"
+    b"x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, "
+    b"x-ratelimit-reset-tokens, x-cube-backend-attestation, x-cube-tee, x-cube-confidential"
 )
 DEFAULT_ALLOWED_HEADERS = b"authorization, content-type, x-request-id"
 HEADER_NAMES = re.compile(rb"^[A-Za-z0-9-]+(\s*,\s*[A-Za-z0-9-]+){0,49}$")

@@ -262,19 +262,31 @@ def _abandoned(call: Call, response: aiohttp.ClientResponse) -> None:
 # Models -----------------------------------------------------------------------------------
 
 
-async def list_models(caller: Caller) -> list[ModelEntry]:
-    """The models the caller's domain may use, by name."""
-    caller.require(permissions.MODELS_READ)
+async def list_models(caller: Caller) -> tuple[list[ModelEntry], dict[str, str]]:
+    """The models the caller's domain may use, by name, and the `x-ratelimit-*` headers."""
+    headers = await _admit_lookup(caller)
     snapshot = await registry.current()
-    return sorted(snapshot.models_for(caller.domain_id), key=lambda entry: entry.name)
+    return sorted(snapshot.models_for(caller.domain_id), key=lambda entry: entry.name), headers
 
 
-async def get_model(caller: Caller, name: str) -> ModelEntry:
-    caller.require(permissions.MODELS_READ)
+async def get_model(caller: Caller, name: str) -> tuple[ModelEntry, dict[str, str]]:
+    headers = await _admit_lookup(caller)
     entry = (await registry.current()).model_for(caller.domain_id, name)
     if entry is None:
         raise ModelNotFound(name)
-    return entry
+    return entry, headers
+
+
+async def _admit_lookup(caller: Caller) -> dict[str, str]:
+    """The request limits (one request, no tokens), then the permission, as for a call."""
+    headers = await gate.admit_lookup(
+        domain_id=caller.domain_id,
+        token_id=caller.token_id,
+        user_id=caller.user_id,
+        on_reject=_count_rejection,
+    )
+    caller.require(permissions.MODELS_READ)
+    return headers
 
 
 # Operations -------------------------------------------------------------------------------

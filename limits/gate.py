@@ -288,6 +288,23 @@ async def admit(
     raise _refusal(refused, verdict, headers, on_reject)
 
 
+async def admit_lookup(
+    *, domain_id: str, token_id: int | None, user_id: int | None = None, on_reject=None
+) -> dict[str, str]:
+    """A call that reaches no model (the model list): one request against the request
+    limits, no tokens and no budget (a spent budget still lists the models), so nothing to
+    settle. Returns the answer's `x-ratelimit-*` headers; raises 429 (or 503) if refused."""
+    limits = await effective(domain_id, token_id)
+    who = token_id if token_id is not None else f"u{user_id}"
+    plan = plan_for(limits, domain_id, who, 0, False)
+    plan.quotas = []
+    _, verdict = await _run(primary_store(), "acquire", plan, limits.failure_mode)
+    headers = headers_for(plan, verdict)
+    if verdict.refused is not None:
+        raise _refusal(verdict.refused, verdict, headers, on_reject)
+    return headers
+
+
 def _refusal(refused, verdict: engine.Verdict, headers: dict[str, str], on_reject=None):
     """The 429 for the limit a store refused, with `Retry-After`."""
     retry = max(1, int(verdict.retry_after_ms / 1000 + 0.999))

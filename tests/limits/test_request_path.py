@@ -73,6 +73,39 @@ def ask(client, domain, secret, **extra):
     )
 
 
+def test_the_model_list_counts_one_request_no_tokens_and_carries_the_headers(client, served):
+    domain, secret = served
+    DomainLimits.objects.create(
+        domain=domain, token_requests_per_minute=4, token_tokens_per_minute=1000,
+        monthly_token_budget=1,
+    )  # fmt: skip
+    auth = {"Authorization": f"Bearer {secret}"}
+    listed = client.get(f"/proxy/{domain.pk}/v1/models", headers=auth)
+    assert listed.status_code == 200
+    assert [m["id"] for m in listed.json()["data"]] == ["path-echo"]
+    assert listed.headers["x-ratelimit-limit-requests"] == "4"
+    assert listed.headers["x-ratelimit-remaining-requests"] == "3"
+    assert listed.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert listed.headers["x-ratelimit-remaining-tokens"] == "1000"  # no token charged
+    one = client.get(f"/proxy/{domain.pk}/v1/models/path-echo", headers=auth)
+    assert one.json()["id"] == "path-echo"
+    assert one.headers["x-ratelimit-remaining-requests"] == "2"
+    # A call spends the monthly budget of one token (a refused call is charged nothing)...
+    assert ask(client, domain, secret, max_tokens=5).status_code == 200
+    assert ask(client, domain, secret).json()["error"]["code"] == "insufficient_quota"
+    # ...and the models are still listed, until the request limit, which the list shares
+    # with every call, is reached.
+    last = client.get(f"/proxy/{domain.pk}/v1/models", headers=auth)
+    assert last.status_code == 200
+    assert last.headers["x-ratelimit-remaining-requests"] == "0"
+    refused = client.get(f"/proxy/{domain.pk}/v1/models", headers=auth)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused.json()["error"]["limit"] == "requests_per_minute"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
 WATCHED = ("inference_usageevent", "domains_auditevent", "limits_")
 
 

@@ -131,7 +131,12 @@ def test_cors_answers_only_the_origins_a_domain_allows(live_server_process, alic
     listed = httpx.get(models, headers={**auth, "Origin": ALLOWED})
     assert listed.status_code == 200 and listed.json()["object"] == "list"
     assert listed.headers["access-control-allow-origin"] == ALLOWED
-    assert "x-request-id" in listed.headers["access-control-expose-headers"]
+    exposed = listed.headers["access-control-expose-headers"].split(", ")
+    assert {"x-request-id", "retry-after", "x-cube-backend-attestation"} <= set(exposed)
+    for kind in ("requests", "tokens"):
+        for name in ("limit", "remaining", "reset"):
+            assert f"x-ratelimit-{name}-{kind}" in exposed
+            assert listed.headers[f"x-ratelimit-{name}-{kind}"]
     # An error answer carries them too, so the page can read the envelope.
     unauthenticated = httpx.get(models, headers={"Origin": ALLOWED})
     assert unauthenticated.status_code == 401
