@@ -5,19 +5,31 @@ domain once, through `selectors.domain_for_user`, and checks the permission the 
 names for the request's method. No view repeats those checks.
 """
 
+import logging
+
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import permissions as drf_permissions
 from rest_framework import renderers
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
 
 from cubeai.exceptions import DomainError, PermissionDenied
 from domains import selectors
 from domains.selectors import Actor
 
+log = logging.getLogger(__name__)
+
+# PostgreSQL or Redis away (a restart, a failover): a 503 to retry, as on the OpenAI API.
+OUTAGES = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+
 
 def exception_handler(exc, context):
-    """Map the services' exceptions to HTTP; everything else goes to DRF's own handler.
+    """Map the services' exceptions to HTTP (the database or Redis away: 503 with
+    `Retry-After`); everything else goes to DRF's own handler.
 
     Field errors come back as `{field: [messages]}`, like a serializer's; other errors
     as `{"detail": message, "code": code}`.
@@ -31,6 +43,15 @@ def exception_handler(exc, context):
         else:
             body = {"detail": exc.message, "code": exc.code}
         return Response(body, status=exc.status, headers=exc.headers or None)
+    if isinstance(exc, OUTAGES):
+        # The type only: a driver's message may quote the statement's values.
+        log.warning("%s: the database or Redis is unreachable", type(exc).__name__)
+        set_rollback()
+        body = {
+            "detail": "The service is briefly unavailable; please retry.",
+            "code": "service_unavailable",
+        }
+        return Response(body, status=503, headers={"Retry-After": "2"})
     return drf_exception_handler(exc, context)
 
 
@@ -69,7 +90,12 @@ class StaffBrowsableMixin:
 
     def get_renderers(self):
         available = [renderers.JSONRenderer()]
-        user = getattr(self.request, "user", None)
+        try:
+            user = getattr(self.request, "user", None)
+        except OUTAGES:
+            # Authentication could not reach the database: the 503 is rendered as JSON
+            # (DRF asks again here after the handler, and would raise past it).
+            user = None
         if user is not None and user.is_authenticated and user.is_staff:
             available.append(BrowsableAPIRenderer())
         return available

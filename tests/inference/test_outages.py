@@ -38,6 +38,29 @@ def test_the_database_away_is_a_503_to_retry(client, alice, domain, pat, monkeyp
 
 
 @pytest.mark.django_db
+def test_the_database_away_is_a_503_to_retry_on_the_management_api(
+    client, alice, domain, pat, monkeypatch
+):
+    token = pat(alice)
+    url, auth = f"/api/domains/{domain.pk}/", {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    real = token_services.token_authenticate
+
+    def away(*args, **kwargs):
+        raise OperationalError("could not connect to server at 10.0.0.5")
+
+    monkeypatch.setattr(token_services, "token_authenticate", away)
+    response = client.get(url, **auth)
+    assert response.status_code == 503
+    assert response["Retry-After"] == "2"
+    assert response.json() == {
+        "detail": "The service is briefly unavailable; please retry.",
+        "code": "service_unavailable",
+    }
+    monkeypatch.setattr(token_services, "token_authenticate", real)
+    assert client.get(url, **auth).json()["id"] == str(domain.pk)
+
+
+@pytest.mark.django_db
 def test_the_cache_away_falls_back_to_the_database(client, alice, domain, pat, settings):
     # Nothing listens on port 1: every cache call is refused at once.
     settings.CACHES = {

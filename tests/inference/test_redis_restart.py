@@ -3,8 +3,7 @@ one) keeps serving while it is away (the cache degrades to the database, the lim
 the domain's failure mode, open by default), goes on once it is back without a restart of
 its own, and writes the usage of every request it served.
 
-(PostgreSQL's restart is covered in process, tests/inference/test_outages.py: a clean 503
-and the usage kept and written after; a private PostgreSQL server for it is not started.)
+(PostgreSQL's restart: tests/inference/test_postgres_restart.py, on a server of its own.)
 """
 
 import shutil
