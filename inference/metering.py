@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from cubeai.lib.batches import delete_in_batches
+from cubeai.lib.batches import delete_in_batches, insert_rows
 from inference import offpath
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def write(batch: list[dict]) -> bool:
             # The raw rows and the daily aggregates (inference/usage.py) agree, or neither
             # is written.
             with transaction.atomic():
-                UsageEvent.objects.bulk_create([UsageEvent(**event) for event in batch])
+                insert_rows(UsageEvent, batch)
                 usage_daily_add(batch)
         except (OperationalError, InterfaceError):
             # The database away (a restart, a failover): the batch is tried again. The count

@@ -39,9 +39,10 @@ def latency_bucket(latency_ms: float) -> int:
 def aggregate_events(events: Iterable[dict], known_models: set[str]) -> dict[tuple, dict]:
     """Sum events (dicts with UsageEvent's fields) per (domain, day, model, token, user)."""
     totals: dict[tuple, dict] = defaultdict(lambda: dict.fromkeys(SUMS, 0))
+    zone = timezone.get_current_timezone()
     for event in events:
         created = event["created_at"]
-        day = timezone.localdate(created) if timezone.is_aware(created) else created.date()
+        day = created.astimezone(zone).date() if created.tzinfo is not None else created.date()
         model = event.get("model") or ""
         key = (
             str(event["domain_id"]),

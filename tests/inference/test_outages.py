@@ -111,7 +111,7 @@ def test_usage_written_during_a_database_outage_is_kept_and_written_after(
 
     settings.CUBEAI_USAGE_FLUSH_SECONDS = 0.05
     metering.drain()
-    real = UsageEvent.objects.bulk_create
+    real = metering.insert_rows
 
     def away(*args, **kwargs):
         raise OperationalError("the database system is shutting down")
@@ -122,11 +122,11 @@ def test_usage_written_during_a_database_outage_is_kept_and_written_after(
     async def outage_then_back():
         metering.record(**event("during-1"))
         metering.record(**event("during-2"))
-        monkeypatch.setattr(UsageEvent.objects, "bulk_create", away)
+        monkeypatch.setattr(metering, "insert_rows", away)
         await metering.flush()  # fails: kept
         assert [e["request_id"] for e in metering._buffer] == ["during-1", "during-2"]
         metering.record(**event("after"))
-        monkeypatch.setattr(UsageEvent.objects, "bulk_create", real)
+        monkeypatch.setattr(metering, "insert_rows", real)
         await metering.flush()
 
     from asgiref.sync import async_to_sync
@@ -145,7 +145,6 @@ def test_a_batch_that_would_fail_again_is_not_kept(settings, domain, monkeypatch
     from django.db import IntegrityError
 
     from inference import metering
-    from inference.models import UsageEvent
 
     metering.drain()
 
@@ -154,7 +153,7 @@ def test_a_batch_that_would_fail_again_is_not_kept(settings, domain, monkeypatch
 
     async def flush_bad_then_good():
         metering.record(domain_id=domain.pk, request_id="bad", endpoint="chat", status=200)
-        monkeypatch.setattr(UsageEvent.objects, "bulk_create", bad)
+        monkeypatch.setattr(metering, "insert_rows", bad)
         await metering.flush()
         assert metering._buffer == []  # dropped (logged), so later batches are not poisoned
 
