@@ -56,6 +56,11 @@ TARGET_ADDED_P50_MS = 1.5
 TARGET_THROUGHPUT_RATIO = 4.0
 TARGET_STREAM_ADDED_MS = 3.0
 TARGET_RSS_GROWTH = 0.10
+# Tail (issue 17): added p99 at c=1 under 5 ms and under 1/5 of LiteLLM's added p99; at c=64,
+# the p99 under 3x the p50.
+TARGET_ADDED_P99_MS = 5.0
+TARGET_P99_SHARE_OF_LITELLM = 0.2
+TARGET_C64_TAIL_RATIO = 3.0
 # The model of the bench upstream that streams prose a word at a time, a word every
 # PROSE_SPACING_MS: the stream sanitizer may hold at most the last word back.
 PROSE_MODEL = "bench-prose"
@@ -737,6 +742,26 @@ def verdicts(report: dict) -> dict:
             "value_ms": round(p50, 3),
             "met": p50 < TARGET_ADDED_P50_MS,
         }
+        p99 = gateway["added"]["c1_p99_ms"]
+        out["added_p99_c1"] = {
+            "target": f"< {TARGET_ADDED_P99_MS} ms",
+            "value_ms": round(p99, 3),
+            "met": p99 < TARGET_ADDED_P99_MS,
+        }
+        c64 = gateway["c64"]["latency_ms"]
+        tail = c64["p99"] / max(c64["p50"], 1e-9)
+        out["c64_p99_over_p50"] = {
+            "target": f"< {TARGET_C64_TAIL_RATIO:g}x",
+            "value": round(tail, 2),
+            "met": tail < TARGET_C64_TAIL_RATIO,
+        }
+        if "added" in litellm:
+            share = p99 / max(litellm["added"]["c1_p99_ms"], 1e-9)
+            out["added_p99_vs_litellm"] = {
+                "target": f"< {TARGET_P99_SHARE_OF_LITELLM:g} of LiteLLM's added p99 at c=1",
+                "value": round(share, 3),
+                "met": share < TARGET_P99_SHARE_OF_LITELLM,
+            }
         stream = gateway["added"]["stream_last_byte_p50_ms"]
         out["stream_added_last_chunk"] = {
             "target": f"< {TARGET_STREAM_ADDED_MS} ms",
