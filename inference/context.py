@@ -6,10 +6,16 @@ session for the chat's WebSocket consumer (`session_caller`). Verified tokens ar
 process memory for `CUBEAI_AUTH_CACHE_SECONDS` (1 s by default), keyed by a hash of the
 whole token, so a revocation, a removed membership or a role change is seen within that
 bound plus the token cache's own (both 1 s by default), and the hot path does no database
-work in between. A session's membership is read on every chat message, never cached.
+work in between. An entry past half its life is served and resolved again in the
+background, so steady traffic never waits for a miss; concurrent misses of one token share
+one resolution (before, at c=64 every request of the second after an expiry queued behind
+dozens of identical lookups). A session's membership is read on every chat message, never
+cached.
 """
 
+import asyncio
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -20,6 +26,8 @@ from cubeai.exceptions import AuthenticationFailed, NotFound, PermissionDenied
 from domains.selectors import membership_for, membership_rights
 from inference import offpath
 from tokens import services as token_services
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +70,11 @@ def resolve(raw_token: str, domain_id: str, client_ip: str | None) -> Caller:
     )
 
 
-_cache: dict[tuple[bytes, str], tuple[float, Caller]] = {}
+Key = tuple[bytes, str]
+_cache: dict[Key, tuple[float, Caller]] = {}
 _CACHE_LIMIT = 10_000
+# Resolutions in flight, one per key: later misses await the same one.
+_resolving: dict[Key, asyncio.Task] = {}
 
 
 async def caller_for(raw_token: str | None, domain_id: str, client_ip: str | None) -> Caller:
@@ -74,15 +85,51 @@ async def caller_for(raw_token: str | None, domain_id: str, client_ip: str | Non
     now = time.monotonic()
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
+        if hit[0] - now < settings.CUBEAI_AUTH_CACHE_SECONDS / 2 and key not in _resolving:
+            _resolution(key, raw_token, domain_id, client_ip).add_done_callback(_refreshed(key))
         return hit[1]
-    # On the auth executor: a miss never queues behind a metering flush or a routing rebuild.
-    caller = await offpath.run("auth", resolve, raw_token, domain_id, client_ip)
-    if settings.CUBEAI_AUTH_CACHE_SECONDS <= 0:
-        return caller
-    if len(_cache) >= _CACHE_LIMIT:
-        _cache.clear()
-    _cache[key] = (now + settings.CUBEAI_AUTH_CACHE_SECONDS, caller)
+    return await asyncio.shield(_resolution(key, raw_token, domain_id, client_ip))
+
+
+def _resolution(key: Key, raw_token: str, domain_id: str, client_ip: str | None) -> asyncio.Task:
+    """The resolution of `key` in flight on this loop, or a new one."""
+    task = _resolving.get(key)
+    if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+        return task
+    task = asyncio.get_running_loop().create_task(_resolve(key, raw_token, domain_id, client_ip))
+    # Its error reaches whoever awaits it; one that nobody awaits anymore is not logged.
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    _resolving[key] = task
+    return task
+
+
+async def _resolve(key: Key, raw_token: str, domain_id: str, client_ip: str | None) -> Caller:
+    try:
+        # On the auth executor: never queued behind a metering flush or a routing rebuild.
+        caller = await offpath.run("auth", resolve, raw_token, domain_id, client_ip)
+    finally:
+        if _resolving.get(key) is asyncio.current_task():
+            del _resolving[key]
+    if settings.CUBEAI_AUTH_CACHE_SECONDS > 0:
+        if len(_cache) >= _CACHE_LIMIT:
+            _cache.clear()
+        _cache[key] = (time.monotonic() + settings.CUBEAI_AUTH_CACHE_SECONDS, caller)
     return caller
+
+
+def _refreshed(key: Key):
+    def done(task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, AuthenticationFailed | NotFound | PermissionDenied):
+            # Revoked, expired, removed or narrowed: the next request resolves (and fails).
+            _cache.pop(key, None)
+        elif error is not None:
+            # The database away, say: the entry serves until it expires, as any other.
+            log.warning("auth: background refresh failed: %s", type(error).__name__)
+
+    return done
 
 
 def _session_resolve(user_id: int, domain_id: str) -> Caller:
