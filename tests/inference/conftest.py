@@ -1,7 +1,9 @@
 """End-to-end fixtures: the real agent, a fault-injecting fake upstream and the real gateway.
 
 Data for these tests is created once per module and committed (the gateway is another
-process), then deleted at the end of the module.
+process), then deleted at the end of the module. The gateway runs with production's settings,
+so it routes rows written while it runs within the routing delay: fixtures and tests wait for
+them (`eventually`, `routed`, `Stack.routed`).
 """
 
 import datetime
@@ -17,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -150,30 +153,73 @@ def fake_upstream_url(tmp_path_factory):
 GATEWAY_MAX_AUDIO_BYTES = 1024 * 1024
 
 
-# What the end-to-end gateways change from production: no caching of routing or auth, so
-# each test sees the rows it wrote at once. `PRODUCTION` keeps production's instead
-# (tests/inference/test_production_settings.py).
-NO_CACHES = {
-    "CUBEAI_ROUTING_REFRESH_SECONDS": "0",
-    "CUBEAI_AUTH_CACHE_SECONDS": "0",
-    "CUBEAI_TOKEN_CACHE_SECONDS": "0",
-    "CUBEAI_BREAKER_COOLDOWN_SECONDS": "30",
-}
-PRODUCTION: dict[str, str] = {}
+# Every gateway the tests start runs with production's routing refresh, caches and breaker
+# cool-down (the project's standard: end-to-end suites run with production settings). A row a
+# test writes while a gateway runs is therefore seen late, as in production, and the test
+# waits for it within the documented delay (`eventually`) or writes it before the gateway
+# reads it. These variables are never inherited from the shell that runs the tests.
+PRODUCTION_SETTINGS = (
+    "CUBEAI_ROUTING_REFRESH_SECONDS",
+    "CUBEAI_AUTH_CACHE_SECONDS",
+    "CUBEAI_TOKEN_CACHE_SECONDS",
+    "CUBEAI_BREAKER_COOLDOWN_SECONDS",
+)
+# The documented delays: a revocation (or a membership, role or token change) within the auth
+# cache plus the token cache (1 s each); a registry or policy change within the routing check
+# period (2 s) plus its rebuild. The slack is for a machine loaded by other test runs.
+REVOCATION_DELAY = 1 + 1
+ROUTING_DELAY = 2
+SLACK = 1.5
 
 
-def start_gateway(tmp: Path, caches: dict[str, str] = NO_CACHES, **settings: str):
-    """The real gateway (uvicorn, one worker) on the test database, by default with no
-    caching of routing or auth so each test sees the rows it wrote."""
+def eventually(check, timeout: float = ROUTING_DELAY + SLACK, interval: float = 0.1):
+    """`check()`'s value once it passes (returns without a failed assertion or
+    `pytest.raises`), tried again every `interval` seconds; once `timeout` has passed, its
+    last failure is raised. For what a gateway sees only after a documented delay: give that
+    delay plus `SLACK`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (AssertionError, pytest.fail.Exception):
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(interval)
+
+
+def models_listed(base_url: str, token: str) -> set[str]:
+    """The ids of the models the gateway lists at `base_url` (a `/proxy/<domain>/v1` URL)."""
+    response = httpx.get(
+        f"{base_url}/models", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return {model["id"] for model in response.json()["data"]}
+
+
+def routed(base_url: str, token: str, present=(), absent=()) -> None:
+    """Wait until the gateway lists the models `present`, and not those `absent`, at
+    `base_url` to `token`: a gateway already running routes rows written since its last
+    snapshot within the routing delay."""
+
+    def check() -> None:
+        listed = models_listed(base_url, token)
+        assert set(present) <= listed and not set(absent) & listed, sorted(listed)
+
+    eventually(check)
+
+
+def start_gateway(tmp: Path, **settings: str):
+    """The real gateway (uvicorn, one worker) on the test database, with production's routing
+    refresh and caches."""
     port = free_port()
     env = _subprocess_env(
         DJANGO_DEBUG="true",
         CUBEAI_MAX_AUDIO_BYTES=str(GATEWAY_MAX_AUDIO_BYTES),
         CUBEAI_USAGE_FLUSH_SECONDS="0.2",
-        **{**caches, **settings},
+        **settings,
     )
-    for name in NO_CACHES:
-        if name not in {**caches, **settings}:
+    for name in PRODUCTION_SETTINGS:
+        if name not in settings:
             env.pop(name, None)  # production's default, not an inherited variable
     command = [sys.executable, "-m", "uvicorn", "cubeai.asgi:application", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--log-level", "warning"]
@@ -227,6 +273,16 @@ class Stack:
         if gateway:
             base_url = base_url.replace(self.gateway, gateway)
         return openai.OpenAI(base_url=base_url, api_key=token, max_retries=0, **options)
+
+    def routed(self, gateway: str = "") -> "Stack":
+        """Wait until `gateway` (the main one by default) routes this cast: one that served
+        an earlier module's cast keeps that snapshot up to the routing delay. Beta's rule
+        against the chat model is the cast's last registry write; "cut" its last model."""
+        base_url = self.base_url(self.beta)
+        if gateway:
+            base_url = base_url.replace(self.gateway, gateway)
+        routed(base_url, self.charlie_token, present=["cut"], absent=["smollm2-135m-instruct"])
+        return self
 
 
 def _token(owner: User, scopes, domains=None) -> str:
@@ -316,7 +372,7 @@ def build_stack(gateway: str, agent: str, fake: str) -> Stack:
 def stack(django_db_blocker, gateway_url, agent_url, fake_upstream_url):
     with django_db_blocker.unblock():
         built = build_stack(gateway_url, agent_url, fake_upstream_url)
-    yield built
+    yield built.routed()
     with django_db_blocker.unblock():
         User.objects.filter(email__startswith="e2e-").delete()
         Domain.objects.filter(route__startswith="e2e-").delete()

@@ -45,6 +45,7 @@ def test_a_slow_backend_times_out_without_failing_over(stack, fault_gateway_url)
     # backend takes 5 s. Routing takes the model's two deployments in turn, so of two
     # requests one goes to the slow backend first: it got the request, so the request is a
     # 504, not run again on the healthy one; the other is served at once.
+    stack.routed(fault_gateway_url)
     client = stack.client(stack.alice_token, gateway=fault_gateway_url, timeout=20)
 
     def timed(stream: bool) -> tuple[int, float]:

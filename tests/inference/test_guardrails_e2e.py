@@ -19,7 +19,7 @@ from domains.selectors import Actor
 from guardrails import DEFAULT_POLICY
 from guardrails.services import policy_save
 from inference.models import Backend, Deployment, Model
-from tests.inference.conftest import _token, committed, free_port, usage_row
+from tests.inference.conftest import _token, committed, eventually, free_port, routed, usage_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -97,14 +97,13 @@ def guarded(django_db_blocker, gateway_url, fake_upstream_url):
             kind="openai",
             allow_not_confidential=True,
         )
-        for name, backend, upstream in (
-            ("grd-echo", fake, "echo"),
-            ("grd-leak", fake, "leak"),
-            ("grd-guard", fake, "guard"),
-            ("grd-guard-dead", dead, "guard"),
-        ):
-            model = Model.objects.create(name=name, tasks=["chat"])
-            Deployment.objects.create(model=model, backend=backend, upstream_model=upstream)
+
+        def model(name: str, backend: Backend, upstream: str) -> None:
+            row = Model.objects.create(name=name, tasks=["chat"])
+            Deployment.objects.create(model=row, backend=backend, upstream_model=upstream)
+
+        model("grd-guard", fake, "guard")
+        model("grd-guard-dead", dead, "guard")
         default_input = [spec.model_dump() for spec in DEFAULT_POLICY.input]
         policy_save(
             domain=domains["strict"],
@@ -125,7 +124,14 @@ def guarded(django_db_blocker, gateway_url, fake_upstream_url):
             actor=admin,
             document={"input": [guard("grd-guard-dead", "open")]},
         )
+        # The models the tests call last: once the running gateway lists them, its
+        # snapshot has the policies too.
+        model("grd-echo", fake, "echo")
+        model("grd-leak", fake, "leak")
         built = Guarded(gateway=gateway_url, token=_token(owner, permissions.ALL), **domains)
+    routed(
+        f"{gateway_url}/proxy/{built.strict.pk}/v1", built.token, present=["grd-echo", "grd-leak"]
+    )
     yield built
     with django_db_blocker.unblock():
         remove_cast()
@@ -339,7 +345,7 @@ def test_a_whole_completion_is_withheld_when_blocked(guarded):
     assert completion.choices[0].message.content == ""
 
 
-def test_a_new_policy_version_takes_effect_on_the_next_request(guarded, django_db_blocker):
+def test_a_new_policy_version_takes_effect_within_the_routing_delay(guarded, django_db_blocker):
     client = guarded.client(guarded.open)
     client.chat.completions.create(model="grd-echo", **chat(content="about project falcon"))
 
@@ -352,6 +358,11 @@ def test_a_new_policy_version_takes_effect_on_the_next_request(guarded, django_d
         )
 
     committed(save)
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="grd-echo", **chat(content="about project falcon"))
-    assert caught.value.code == "content_filter"
+
+    def blocked() -> None:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="grd-echo", **chat(content="about project falcon"))
+        assert caught.value.code == "content_filter"
+
+    # Every process's routing snapshot carries the new version within the routing delay.
+    eventually(blocked)

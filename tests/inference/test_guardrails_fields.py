@@ -19,7 +19,7 @@ import pytest
 from domains import permissions, services
 from domains.models import Domain, User
 from inference.models import Backend, Deployment, Model
-from tests.inference.conftest import _token, real_agent_backend, usage_row
+from tests.inference.conftest import _token, real_agent_backend, routed, usage_row
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -52,12 +52,9 @@ def fields(django_db_blocker, gateway_url, agent_url, fake_upstream_url):
         ):
             model = Model.objects.create(name=name, tasks=tasks, capabilities=capabilities)
             Deployment.objects.create(model=model, backend=backend, upstream_model=upstream)
-        client = openai.OpenAI(
-            base_url=f"{gateway_url}/proxy/{domain.pk}/v1",
-            api_key=_token(owner, permissions.ALL),
-            max_retries=0,
-        )
-    yield client, fake_upstream_url
+        base_url, token = f"{gateway_url}/proxy/{domain.pk}/v1", _token(owner, permissions.ALL)
+    routed(base_url, token, present=["fld-echo", "fld-smol", "fld-whisper"])
+    yield openai.OpenAI(base_url=base_url, api_key=token, max_retries=0), fake_upstream_url
     with django_db_blocker.unblock():
         remove_cast()
 

@@ -12,7 +12,7 @@ from domains.models import Domain, User
 from domains.selectors import Actor
 from guardrails.services import policy_save
 from inference.models import Backend, Deployment, Model
-from tests.inference.conftest import _token, usage_rows
+from tests.inference.conftest import _token, routed, usage_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
@@ -27,13 +27,12 @@ def metered(django_db_blocker, gateway_url, fake_upstream_url):
             name="mtr-fake", base_url=f"{fake_upstream_url}/v1", kind="openai",
             allow_not_confidential=True,
         )  # fmt: skip
-        for name, upstream in (
-            ("mtr-paced", "paced"),
-            ("mtr-echo", "echo"),
-            ("mtr-guard", "guard"),
-        ):
-            model = Model.objects.create(name=name, tasks=["chat"])
-            Deployment.objects.create(model=model, backend=fake, upstream_model=upstream)
+
+        def model(name: str, upstream: str) -> None:
+            row = Model.objects.create(name=name, tasks=["chat"])
+            Deployment.objects.create(model=row, backend=fake, upstream_model=upstream)
+
+        model("mtr-guard", "guard")
         policy_save(
             domain=domain,
             actor=Actor(user=owner, permissions=frozenset(permissions.ALL)),
@@ -52,8 +51,14 @@ def metered(django_db_blocker, gateway_url, fake_upstream_url):
                 ],
             },
         )
+        # The models the tests call last: once the running gateway lists them, its
+        # snapshot has the policy too.
+        model("mtr-paced", "paced")
+        model("mtr-echo", "echo")
         token = _token(owner, permissions.ALL)
-    yield f"{gateway_url}/proxy/{domain.pk}/v1", token, domain
+    base_url = f"{gateway_url}/proxy/{domain.pk}/v1"
+    routed(base_url, token, present=["mtr-paced", "mtr-echo", "mtr-guard"])
+    yield base_url, token, domain
     with django_db_blocker.unblock():
         remove_cast()
 

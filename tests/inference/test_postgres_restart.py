@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests.conftest import _stop
-from tests.inference.conftest import PRODUCTION, free_port, start_gateway
+from tests.inference.conftest import free_port, start_gateway
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -135,7 +135,7 @@ def test_a_postgres_restart_is_a_clean_503_then_full_recovery(
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "cubeai.settings", **private}
     domain_id, token = prepare(env, fake_upstream_url, tmp_path)
     with django_db_blocker.unblock():
-        gateway, url = start_gateway(tmp_path, PRODUCTION, **private)
+        gateway, url = start_gateway(tmp_path, **private)
     auth = {"Authorization": f"Bearer {token}"}
     prefix = f"req-pg-{uuid.uuid4().hex[:8]}"
     chats: list[tuple[float, int, dict, str]] = []

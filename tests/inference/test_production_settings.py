@@ -1,11 +1,11 @@
 """The real gateway with production's routing refresh, caches and executors, under load.
 
-The other end-to-end suites turn the routing refresh and the auth caches off, so that each
-test sees the rows it wrote at once; this one keeps production's (a routing check every
-2 s, 1 s auth and token caches, a 10 s breaker cool-down, the off-path executors) and
-checks what they must not break: least-busy routing across snapshot rebuilds, a new backend
-taking its share and not all the traffic, and revocation, access and guardrail policy
-changes taking effect within the documented delay while requests keep coming.
+Every end-to-end gateway runs with production's settings (a routing check every 2 s, 1 s
+auth and token caches, a 10 s breaker cool-down, the off-path executors); this suite checks,
+on a gateway of its own with the rate limits lifted, what they must not break under load:
+least-busy routing across snapshot rebuilds, a new backend taking its share and not all the
+traffic, and revocation, access and guardrail policy changes taking effect within the
+documented delay while requests keep coming.
 """
 
 import datetime
@@ -25,18 +25,18 @@ from domains.selectors import Actor
 from guardrails.services import policy_save
 from inference import access
 from inference.models import Backend, Deployment, Model
-from tests.inference.conftest import PRODUCTION, committed, start_gateway, usage_row
+from tests.inference.conftest import (
+    REVOCATION_DELAY,
+    ROUTING_DELAY,
+    SLACK,
+    committed,
+    start_gateway,
+    usage_row,
+)
 from tokens import services as token_services
 from tokens.models import Token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
-
-# The documented delays: a revocation within the auth cache plus the token cache (1 s
-# each); a registry or policy change within the routing check period (2 s) plus its
-# rebuild. The slack is for a machine loaded by other test runs.
-REVOCATION_DELAY = 1 + 1
-ROUTING_DELAY = 2
-SLACK = 1.5
 
 
 @dataclass
@@ -55,7 +55,6 @@ def prod(stack, django_db_blocker, tmp_path_factory):
         # Production's caches and refresh; only the rate limits are lifted, for the load.
         process, url = start_gateway(
             tmp_path_factory.mktemp("prod-gateway"),
-            PRODUCTION,
             CUBEAI_RATE_LIMIT_TOKEN_RPM="1000000",
             CUBEAI_RATE_LIMIT_DOMAIN_RPM="1000000",
         )

@@ -17,7 +17,7 @@ import pytest
 
 from inference.models import UsageEvent
 from tests.conftest import _stop
-from tests.inference.conftest import PRODUCTION, committed, free_port, start_gateway
+from tests.inference.conftest import committed, free_port, start_gateway
 
 pytestmark = [
     pytest.mark.e2e,
@@ -49,7 +49,7 @@ def test_a_redis_restart_is_a_clean_503_then_full_recovery(stack, django_db_bloc
     port = free_port()
     redis_server = start_redis(port, tmp_path)
     with django_db_blocker.unblock():
-        gateway, url = start_gateway(tmp_path, PRODUCTION, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        gateway, url = start_gateway(tmp_path, REDIS_URL=f"redis://127.0.0.1:{port}/0")
     prefix = f"req-redis-{uuid.uuid4().hex[:8]}"
     results: list[tuple[float, int, dict, str]] = []
     stop = threading.Event()

@@ -27,7 +27,6 @@ from inference.models import Backend, Model
 from tests.conftest import _stop
 from tests.inference.conftest import (
     HERE,
-    PRODUCTION,
     committed,
     free_port,
     start_gateway,
@@ -86,7 +85,6 @@ def soak(stack, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         gateway, url = start_gateway(
             tmp,
-            PRODUCTION,
             CUBEAI_RATE_LIMIT_TOKEN_RPM="1000000",
             CUBEAI_RATE_LIMIT_DOMAIN_RPM="1000000",
             CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT="5",

@@ -20,7 +20,7 @@ from domains import permissions
 from domains.models import User
 from inference.models import Model
 from tests.conftest import _stop
-from tests.inference.conftest import PRODUCTION, committed, start_gateway, usage_row
+from tests.inference.conftest import committed, start_gateway, usage_row
 from tokens import services as token_services
 from tokens.models import Token
 
@@ -44,7 +44,6 @@ def nodes(stack, django_db_blocker, tmp_path_factory):
         for name in ("node-a", "node-b"):
             process, url = start_gateway(
                 tmp_path_factory.mktemp(name),
-                PRODUCTION,
                 CUBEAI_RATE_LIMIT_TOKEN_RPM=str(LIMIT),
             )
             started.append((process, url))

@@ -30,7 +30,7 @@ def jobs_stack(
             tmp_path_factory.mktemp("jobs-gateway"), CUBEAI_CELERY_QUEUE=queue
         )
         built = build_stack(url, agent_url, fake_upstream_url)
-    yield built
+    yield built.routed()
     _stop(process)
     with django_db_blocker.unblock():
         User.objects.filter(email__startswith="e2e-").delete()
@@ -45,9 +45,6 @@ def worker(jobs_stack, queue, tmp_path_factory):
         queue,
         tmp_path_factory.mktemp("jobs-worker"),
         CUBEAI_TRANSCRIPTION_LEASE_SECONDS=LEASE_SECONDS,
-        CUBEAI_ROUTING_REFRESH_SECONDS="0",
-        CUBEAI_AUTH_CACHE_SECONDS="0",
-        CUBEAI_TOKEN_CACHE_SECONDS="0",
         CUBEAI_USAGE_FLUSH_SECONDS="0.2",
         CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_SECONDS="1",
         CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS="3",

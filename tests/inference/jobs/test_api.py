@@ -19,7 +19,7 @@ from inference.jobs import storage
 from inference.jobs.models import TranscriptionJob
 from inference.jobs.tasks import transcription_job_run, transcription_jobs_sweep
 from inference.models import Backend, Deployment, Model
-from tests.inference.conftest import GATEWAY_MAX_AUDIO_BYTES, committed, usage_row
+from tests.inference.conftest import GATEWAY_MAX_AUDIO_BYTES, committed, routed, usage_row
 from tests.inference.jobs.conftest import LEASE_SECONDS, SENTENCE
 from tests.inference.jobs.workers import Worker
 
@@ -255,6 +255,7 @@ def test_a_backend_failure_is_retried_with_back_off_then_fails_the_job(jobs_stac
         Deployment.objects.create(model=model, backend=dead, upstream_model="whisper-tiny.en")
 
     committed(deploy_on_a_dead_backend)
+    routed(jobs_stack.base_url(jobs_stack.alpha), jobs_stack.alice_token, present=["whisper-dead"])
     started = time.monotonic()
     job = submit(jobs_stack, speech(SENTENCE).read_bytes(), model="whisper-dead").json()
     seen = follow(jobs_stack, job["id"], timeout=60)
