@@ -155,7 +155,15 @@ else:
             # Django's SQLite backend, which also creates the file's folder on first use.
             "ENGINE": "cubeai.sqlite3",
             "NAME": DATA_DIR / "db.sqlite3",
-            "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
+            # IMMEDIATE: a transaction takes the write lock when it begins, waiting for it up
+            # to `timeout`. SQLite's default (deferred) takes it at the first write, and a
+            # transaction that read first fails at once if another process wrote meanwhile
+            # (issuing a token while the web process writes its usage did).
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL;",
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+            },
             # A file, not pytest's default in-memory database, so that the Celery worker and
             # server processes that tests start can open it; one per test run (pid), so that
             # concurrent runs in one checkout do not share it.

@@ -21,3 +21,8 @@ from cubeai.settings import *  # noqa: F403
 # shared sync thread sees, so the background work runs there (inference/offpath.py). The
 # servers the tests start (cubeai.settings) keep the executors on, as in production.
 CUBEAI_OFFPATH_EXECUTORS = False
+# Each test runs inside a transaction: begun IMMEDIATE, it would hold SQLite's write lock for
+# the whole test, and the servers the tests start could not write their usage meanwhile.
+# Those servers (cubeai.settings) keep IMMEDIATE, as in production.
+if DATABASES["default"]["ENGINE"] == "cubeai.sqlite3":  # noqa: F405
+    DATABASES["default"]["OPTIONS"].pop("transaction_mode", None)  # noqa: F405

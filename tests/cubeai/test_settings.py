@@ -98,3 +98,45 @@ def test_it_refuses_to_start_without_a_secret_key_when_debug_is_off():
     result = run_settings(DJANGO_DEBUG="false")
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr.strip().splitlines()[-1]
+
+
+LOCK_UPGRADE = """
+import sqlite3, threading, time
+import django
+django.setup()
+from django.conf import settings
+from django.db import connection, transaction
+path = str(settings.DATABASES["default"]["NAME"])
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE t (n INTEGER)")
+has_read = threading.Event()
+def other_process():
+    has_read.wait(5)
+    other = sqlite3.connect(path, timeout=20)
+    other.execute("INSERT INTO t VALUES (2)")
+    other.commit()
+writer = threading.Thread(target=other_process)
+writer.start()
+with transaction.atomic(), connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM t")
+    has_read.set()
+    time.sleep(0.3)  # the other writer commits meanwhile, or waits for us
+    cursor.execute("INSERT INTO t VALUES (1)")
+writer.join()
+with connection.cursor() as cursor:
+    cursor.execute("SELECT count(*) FROM t")
+    print(cursor.fetchone()[0])
+"""
+
+
+def test_a_sqlite_transaction_that_reads_then_writes_survives_a_concurrent_writer(tmp_path):
+    # Deferred, the insert failed at once with "database is locked": the transaction's
+    # snapshot was older than the other writer's commit.
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    clean.update(DJANGO_SETTINGS_MODULE="cubeai.settings", CUBEAI_DATA_DIR=str(tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-c", LOCK_UPGRADE], cwd=ROOT, env=clean, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "2"
