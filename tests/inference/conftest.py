@@ -35,6 +35,22 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
+def retry_locked(function):
+    """`function()`, tried again while SQLite says another writer holds the lock. The
+    servers begin their transactions IMMEDIATE (cubeai/settings.py); the test process cannot
+    (each test is one transaction), so a test's own short transaction that reads, then
+    writes, fails at once if a server wrote meanwhile."""
+    from django.db import OperationalError
+
+    for attempt in range(10):
+        try:
+            return function()
+        except OperationalError as error:
+            if attempt == 9 or "locked" not in str(error):
+                raise
+            time.sleep(0.2)
+
+
 def committed(function):
     """Run `function` on a connection of its own, in autocommit: it sees what the gateway
     committed since, and what it writes is committed at once (the test's own connection is
@@ -288,13 +304,15 @@ class Stack:
 def _token(owner: User, scopes, domains=None) -> str:
     from tokens import services as token_services
 
-    return token_services.token_issue(
-        owner=owner,
-        name="e2e",
-        scopes=sorted(scopes),
-        domains=domains,
-        expires_at=timezone.now() + datetime.timedelta(days=1),
-    )[1]
+    return retry_locked(
+        lambda: token_services.token_issue(
+            owner=owner,
+            name="e2e",
+            scopes=sorted(scopes),
+            domains=domains,
+            expires_at=timezone.now() + datetime.timedelta(days=1),
+        )[1]
+    )
 
 
 def real_agent_backend(name: str, agent_url: str) -> Backend:

@@ -30,6 +30,7 @@ from tests.inference.conftest import (
     ROUTING_DELAY,
     SLACK,
     committed,
+    retry_locked,
     start_gateway,
     usage_row,
 )
@@ -104,18 +105,8 @@ def burst(prod: Prod, model: str, count: int) -> list[str]:
 
 
 def committed_write(function):
-    """`committed(function)`, tried again while SQLite says another writer holds the lock:
-    a deferred transaction that read first (select_for_update is a no-op there) fails at
-    once instead of waiting, and the gateway under load writes usage all the time."""
-    from django.db import OperationalError
-
-    for attempt in range(10):
-        try:
-            return committed(function)
-        except OperationalError:
-            if attempt == 9:
-                raise
-            time.sleep(0.2)
+    """`committed(function)`, tried again while SQLite says another writer holds the lock."""
+    return retry_locked(lambda: committed(function))
 
 
 def registry_write() -> None:

@@ -22,7 +22,7 @@ from domains.models import AuditEvent, Domain, User
 from inference.models import Backend, Deployment, Model
 from limits.models import DomainLimits, TokenLimits
 from tests.conftest import _stop
-from tests.inference.conftest import committed, start_gateway, usage_rows
+from tests.inference.conftest import committed, retry_locked, start_gateway, usage_rows
 from tokens import services as token_services
 from tokens.models import Token
 
@@ -98,7 +98,7 @@ def new_token(pair: Pair, **limits) -> tuple[str, int]:
             TokenLimits.objects.create(domain_id=pair.domain_id, token=token, **limits)
         return secret, token.pk
 
-    return committed(issue)
+    return retry_locked(lambda: committed(issue))
 
 
 def chat(pair: Pair, gateway: int, secret: str, **extra) -> httpx.Response:
