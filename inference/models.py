@@ -1,5 +1,7 @@
 """The model registry (backends, models, deployments), per-domain model access and usage."""
 
+import time
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -291,7 +293,9 @@ def registry_changed() -> None:
     """Mark the registry changed, inside the caller's transaction (so the new version is
     seen only with the rows that changed it)."""
     if not RegistryVersion.objects.filter(pk=1).update(version=models.F("version") + 1):
-        RegistryVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+        # The row was deleted (a restore, a flushed table): start from the clock, never
+        # again at a count a running process may still hold as its snapshot's version.
+        RegistryVersion.objects.get_or_create(pk=1, defaults={"version": time.time_ns()})
 
 
 # Upper bounds (milliseconds) of the latency histogram kept with each day's usage: enough

@@ -29,7 +29,6 @@ from inference.models import (
     Backend,
     Deployment,
     Model,
-    RegistryVersion,
     registry_changed,
 )
 from tests.agent.credentials import AGENT_CREDENTIAL, credentials_file
@@ -48,10 +47,6 @@ def cast(gateway_url):
     process) and flushed after each test like every transactional test's rows."""
     from tokens import services as token_services
 
-    # The rows of each test are flushed after it, the registry version's with them, and the
-    # count would start again at 1: start it past every count an earlier test reached, or
-    # the gateway could take this test's rows for the earlier test's snapshot and keep it.
-    RegistryVersion.objects.update_or_create(pk=1, defaults={"version": time.time_ns()})
     owner = User.objects.create_user("att-e2e@example.com", "pw-att-e2e-123456")
     domain = services.domain_create(creator=owner, name="Att E2E", route="att-e2e")
     _, token = token_services.token_issue(

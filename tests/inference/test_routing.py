@@ -12,7 +12,7 @@ from guardrails import services as guardrail_services
 from guardrails.models import GuardrailPolicy
 from inference import access, health
 from inference import registry as registry_module
-from inference.models import Backend, Deployment, Model, RegistryVersion
+from inference.models import Backend, Deployment, Model, RegistryVersion, registry_changed
 from inference.registry import Breaker, Registry, check_snapshot, load_guardrails, load_snapshot
 
 
@@ -88,6 +88,17 @@ def test_an_attestation_expiry_rebuilds_without_a_write(spread):
     snapshot = load_snapshot()
     snapshot.expires = time.monotonic() - 1
     assert check_snapshot(snapshot) is not None
+
+
+def test_a_recreated_version_row_never_repeats_a_count(spread):
+    # Deleted (a flushed table, a restore) then written again: a process still holding a
+    # snapshot of version 3 must see the next version as a change, so it starts afresh
+    # from the clock, not at 1, 2, 3 again.
+    RegistryVersion.objects.filter(pk=1).update(version=3)
+    RegistryVersion.objects.all().delete()
+    for _ in range(3):
+        registry_changed()
+    assert RegistryVersion.objects.get(pk=1).version > time.time_ns() - 60 * 10**9
 
 
 def test_a_missing_version_row_still_rebuilds(spread):
