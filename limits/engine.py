@@ -293,24 +293,47 @@ class _MemoryState(_State):
 
 
 class _SQLiteState(_State):
-    """A SQLite file shared by the machine's processes, used inside one transaction."""
+    """A SQLite file shared by the machine's processes, used inside one transaction.
 
-    def __init__(self, connection: sqlite3.Connection, now: float) -> None:
+    The values of `keys` are read in one query and the writes go in one `executemany` at the
+    end (`write`): the transaction holds the machine's write lock throughout, and each
+    statement costs its thread a wait for the interpreter lock, which the web process's
+    other threads contend for."""
+
+    UPSERT = (
+        "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires"
+    )
+
+    def __init__(self, connection: sqlite3.Connection, now: float, keys: list[str]) -> None:
         self.db = connection
         self.now = now
+        self.values = dict.fromkeys(keys, 0.0)
+        self.writes: dict[str, tuple[str, float, float]] = {}
+        if keys:
+            marks = ", ".join("?" * len(keys))
+            self.values.update(
+                connection.execute(
+                    f"SELECT key, value FROM kv WHERE key IN ({marks}) AND expires > ?",  # noqa: S608
+                    (*keys, now),
+                )
+            )
 
     def get(self, key):
-        row = self.db.execute(
-            "SELECT value FROM kv WHERE key = ? AND expires > ?", (key, self.now)
-        ).fetchone()
-        return row[0] if row else 0.0
+        if key not in self.values:
+            row = self.db.execute(
+                "SELECT value FROM kv WHERE key = ? AND expires > ?", (key, self.now)
+            ).fetchone()
+            self.values[key] = row[0] if row else 0.0
+        return self.values[key]
 
     def put(self, key, value, expires_ms):
-        self.db.execute(
-            "INSERT INTO kv (key, value, expires) VALUES (?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
-            (key, value, expires_ms),
-        )
+        self.values[key] = value
+        self.writes[key] = (key, value, expires_ms)
+
+    def write(self) -> None:
+        if self.writes:
+            self.db.executemany(self.UPSERT, list(self.writes.values()))
 
     def streams(self, key, now):
         self.db.execute("DELETE FROM streams WHERE key = ? AND expires <= ?", (key, now))
@@ -366,6 +389,16 @@ class MemoryStore:
             return _settle(self.state, settlement, self.state.now)
 
 
+def _keys(argument: Plan | Settlement) -> list[str]:
+    """The counters a check or a settlement reads and writes (not the stream sets)."""
+    if isinstance(argument, Plan):
+        return [rate.key for rate in argument.rates] + [quota.key for quota in argument.quotas]
+    quotas = [quota for quota, _ in argument.quotas]
+    return [rate.key for rate, _ in argument.rates] + [
+        key for quota in quotas for key in (quota.key, quota.warned_key)
+    ]
+
+
 class SQLiteStore:
     """The embedded default's store: one SQLite file, one IMMEDIATE transaction a check."""
 
@@ -401,7 +434,9 @@ class SQLiteStore:
         connection.execute("BEGIN IMMEDIATE")
         try:
             now = time.time() * 1000
-            result = step(_SQLiteState(connection, now), argument, now)
+            state = _SQLiteState(connection, now, _keys(argument))
+            result = step(state, argument, now)
+            state.write()
             if int(now) % 97 == 0:
                 connection.execute("DELETE FROM kv WHERE expires <= ?", (now,))
         except BaseException:
