@@ -89,8 +89,9 @@ def test_upload_watch_the_progress_bar_move_then_read_and_download_the_transcrip
     # The bar moves as the worker reports segments, without reloading the page.
     values = []
     deadline = time.monotonic() + 180
-    while job.get_attribute("data-status") != "succeeded":
-        assert job.get_attribute("data-status") in ("queued", "running"), job.inner_text()
+    # One reading per turn: read twice, the job could finish between the two.
+    while (status := job.get_attribute("data-status")) != "succeeded":
+        assert status in ("queued", "running"), job.inner_text()
         assert time.monotonic() < deadline, values
         value = float(job.locator("progress").get_attribute("value") or 0)
         if not values or value != values[-1]:
