@@ -123,3 +123,29 @@ def test_the_sqlite_store_holds_across_processes(tmp_path):
         worker.join(60)
     total = sum(results.get(timeout=5) for _ in workers)
     assert 20 <= total <= 21  # one more may be earned back while they run
+
+
+def test_the_sqlite_store_takes_turns_on_the_machine_lock_not_in_sqlites_busy_wait(tmp_path):
+    """A check waits for the machine's turn lock (`<file>.lock`), which the kernel hands over
+    as soon as it is free, never in SQLite's busy handler (sleeps of up to 100 ms: at c=64
+    some checks took seconds)."""
+    import fcntl
+    import os
+    import threading
+
+    store = engine.SQLiteStore(str(tmp_path / "limits.sqlite3"))
+    rate = Rate(key(), 10, 1, "requests", "token")
+    assert asyncio.run(store.acquire(Plan([rate], []))).refused is None  # file and tables made
+    held = os.open(f"{store.path}.lock", os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another process's turn
+    verdicts = []
+    checking = threading.Thread(
+        target=lambda: verdicts.append(asyncio.run(store.acquire(Plan([rate], [])))), daemon=True
+    )
+    checking.start()
+    checking.join(0.5)
+    assert checking.is_alive() and not verdicts  # it waits for the turn...
+    fcntl.flock(held, fcntl.LOCK_UN)
+    os.close(held)
+    checking.join(5)
+    assert verdicts and verdicts[0].refused is None  # ...and goes on once it is free
