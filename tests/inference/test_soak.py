@@ -163,7 +163,7 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
     pid = soak["gateway"].pid
     fake_stats = f"{stack.fake}/stats"
     held_before = streams_held(stack.fake)
-    results: list[tuple[str, int, float]] = []
+    results: list[tuple[str, int, float, float]] = []  # kind, status, seconds, began
     failures: list[str] = []
     stop = threading.Event()
 
@@ -178,7 +178,7 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
                 except Exception as exc:  # a hang or a broken answer: counted, reported
                     failures.append(f"{kind}: {type(exc).__name__}: {exc}")
                     continue
-                results.append((kind, status, time.monotonic() - started))
+                results.append((kind, status, time.monotonic() - started, started))
 
     def load(seed: int) -> list[threading.Thread]:
         stop.clear()
@@ -201,6 +201,7 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
     threads = load(0)
     time.sleep(SOAK_SECONDS / 3)
     soak["doomed"].send_signal(signal.SIGKILL)  # a backend dies mid-load
+    killed = time.monotonic()
     time.sleep(SOAK_SECONDS * 2 / 3)
     stop.set()
     for thread in threads:
@@ -209,10 +210,18 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
 
     assert failures == []
     assert len(results) > 50, len(results)
-    wrong = [(k, s) for k, s, _ in results if s not in EXPECTED.get(k, {200})]
-    assert wrong == [], wrong[:10]  # no 5xx: the dead backend's requests failed over
-    assert max(seconds for _, _, seconds in results) < 10
-    assert {k for k, _, _ in results} == set(KINDS)
+    # No 5xx: the dead backend's requests fail over. Those it had already taken when it died
+    # are a 502 (README: once a backend has the request, a broken connection is never run
+    # again elsewhere), and only those: none begun after the kill.
+    wrong = [
+        (k, s)
+        for k, s, _, began in results
+        if s not in EXPECTED.get(k, {200})
+        and not (k == "failover" and s == 502 and began < killed + 0.5)
+    ]
+    assert wrong == [], wrong[:10]
+    assert max(seconds for _, _, seconds, _ in results) < 10
+    assert {k for k, _, _, _ in results} == set(KINDS)
 
     # Settled: the gateway holds no more than it did (sockets to clients and upstreams,
     # upstream streams), and its memory stayed bounded.
@@ -236,7 +245,7 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
     with httpx.Client(headers={**headers, "x-request-id": marker}, timeout=TIMEOUT) as client:
         one_request(client, base, "chat")
     assert usage_row(marker)["status"] == 200
-    served = sum(1 for k, s, _ in results if s == 200 and k not in ("leave", "stream"))
+    served = sum(1 for k, s, _, _ in results if s == 200 and k not in ("leave", "stream"))
     from inference.models import UsageEvent
 
     written = committed(
