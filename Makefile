@@ -48,4 +48,5 @@ bench: $(STAMP)
 # fuzzers with more examples.
 soak: $(STAMP)
 	SOAK_SECONDS=$${SOAK_SECONDS:-300} FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -s -p no:cacheprovider \
-		tests/inference/test_soak.py tests/inference/test_fuzz_openapi.py tests/security/test_fuzz_parsers.py
+		tests/inference/test_soak.py tests/inference/test_fuzz_openapi.py tests/security/test_fuzz_parsers.py \
+		tests/inference/test_postgres_restart.py
