@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -141,23 +140,14 @@ def test_concurrent_requests_are_batched_not_queued(agent: TestClient) -> None:
                     first = time.perf_counter() - started
         return first, time.perf_counter() - started
 
-    def four_at_once(first_seed: int) -> tuple[float, float]:
-        """(latest first token, wall time) of four requests sent together."""
-        started = time.perf_counter()
-        with ThreadPoolExecutor(4) as pool:
-            results = list(pool.map(lambda s: one(s, started), range(first_seed, first_seed + 4)))
-        return max(first for first, _ in results), max(end for _, end in results)
-
-    single = statistics.median(one(seed, time.perf_counter())[1] for seed in range(3))
-    # Neighbours' load only ever slows a run down, so the better of two runs is the measure.
-    latest_first, together = min(four_at_once(10), four_at_once(20), key=lambda r: r[1])
-    # Queued, the fourth request would see its first token only after three whole requests;
-    # batched, every request is decoding within a fraction of one request's time.
-    assert latest_first < 0.5 * single, f"last first token {latest_first:.2f}s, one {single:.2f}s"
-    # And the four finish in less than 4x one request: measured 3.0-3.65x on two cores with
-    # one thread (CPU decode gains less from batching than a GPU does), so the bar leaves room
-    # for noise; the first-token check above is the sharp test of batching.
-    assert together < 3.9 * single, f"4 concurrent: {together:.2f}s, one: {single:.2f}s"
+    started = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda seed: one(seed, started), range(4)))
+    firsts, ends = [first for first, _ in results], [end for _, end in results]
+    # Queued, the fourth request would see its first token only after the first had finished;
+    # batched, all four are decoding before any of them ends. An order, not a timing: how much
+    # faster batching makes four requests is a figure of `bench/agent_bench.py`.
+    assert max(firsts) < min(ends), f"first tokens {firsts}, ends {ends}"
 
 
 @pytest.mark.parametrize(
