@@ -1,0 +1,92 @@
+"""The scaled-out example in deploy/: Docker Compose validates it against the Compose
+specification (`docker-compose config`, the Debian package; it needs no Docker daemon), and
+what it resolves to runs the platform the way the README's "Production" section says."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cubeai.server import HttpToolsProtocol
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("docker-compose"),
+    reason="docker-compose is not installed (apt: docker-compose)",
+)
+
+
+@pytest.fixture(scope="module")
+def compose(tmp_path_factory) -> dict:
+    """The example as Compose resolves it (anchors merged, the env file read), with the
+    example env file in place of the operator's `cubeai.env`."""
+    folder = tmp_path_factory.mktemp("deploy")
+    for name in ("docker-compose.yml", "nginx.conf"):
+        shutil.copy(DEPLOY / name, folder / name)
+    shutil.copy(DEPLOY / "cubeai.env.example", folder / "cubeai.env")
+    done = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config"],
+        cwd=folder, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(done.stdout)
+
+
+def command(service: dict) -> str:
+    value = service["command"]
+    return " ".join(value) if isinstance(value, list) else value
+
+
+def mounts(service: dict) -> dict[str, str]:
+    """{target: source} of a service's volumes (`source:target[:mode]`, as Compose prints them)."""
+    return {m.split(":")[1]: m.split(":")[0] for m in service.get("volumes", [])}
+
+
+def test_the_web_nodes_run_the_production_server(compose) -> None:
+    web = compose["services"]["web"]
+    line = command(web)
+    # The protocol with the header-read timeout (slowloris), as `make run` and the README use.
+    protocol = re.search(r"--http (\S+)", line).group(1)
+    module, name = protocol.split(":")
+    assert (module, name) == (HttpToolsProtocol.__module__, HttpToolsProtocol.__name__)
+    assert "--loop uvloop" in line and "--no-server-header" in line
+    assert "cubeai.asgi:application" in line
+    assert web["environment"]["DJANGO_SECRET_KEY"]  # from the env file
+    assert web["environment"]["REDIS_URL"].startswith("redis://redis:")
+
+
+def test_web_nodes_and_workers_share_the_data_folder(compose) -> None:
+    # Uploaded audio of a transcription job goes from a web node to a worker through
+    # CUBEAI_DATA_DIR (/app/var in the image).
+    def data_volume(name: str) -> str:
+        return mounts(compose["services"][name]).get("/app/var", f"nothing in {name}")
+
+    assert data_volume("web") == data_volume("worker") == data_volume("beat")
+    assert data_volume("web") in compose["volumes"]
+
+
+def test_static_files_are_in_the_image(compose) -> None:
+    # With DEBUG off a web node serves static files from STATIC_ROOT, which exists only if the
+    # image collected them (a `collectstatic` in another container stays in that container).
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "DJANGO_DEBUG=false" in dockerfile
+    copy = dockerfile.index("COPY . .")
+    collect = dockerfile.index("manage.py collectstatic")
+    assert collect > copy
+    assert "collectstatic" not in command(compose["services"]["migrate"])
+
+
+def test_the_load_balancer_passes_websocket_upgrades(compose) -> None:
+    # The chat page streams over a WebSocket on /ws/; without these headers nginx turns the
+    # handshake into a plain request.
+    conf = (DEPLOY / "nginx.conf").read_text()
+    assert re.search(r"proxy_set_header Upgrade \$http_upgrade;", conf)
+    assert re.search(r"proxy_set_header Connection \$connection_upgrade;", conf)
+    assert re.search(r"map \$http_upgrade \$connection_upgrade", conf)
+    assert "proxy_buffering off;" in conf  # SSE streams pass as they come
+    lb = compose["services"]["lb"]
+    assert mounts(lb)["/etc/nginx/nginx.conf"].endswith("/nginx.conf")
