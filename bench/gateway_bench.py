@@ -448,7 +448,9 @@ def start_gateway(procs: Processes, env: dict, workers: int) -> tuple[subprocess
     port = free_port()
     argv = [PYTHON, "-m", "uvicorn", "cubeai.asgi:application", "--host", HOST]
     argv += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop"]
-    argv += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    # The production server's protocol (`make run`, deploy/): httptools with a header timer.
+    argv += ["--http", "cubeai.server:HttpToolsProtocol", "--no-server-header"]
+    argv += ["--no-access-log", "--log-level", "warning"]
     return procs.start("gateway", argv, env=env), port
 
 
