@@ -7,6 +7,8 @@ here instead. Everything else goes through Django's usual handler. Both build re
 the length of the body they received (`cubeai.bodies`), so chunked uploads work everywhere.
 """
 
+import asyncio
+import contextlib
 import gc
 import os
 import sys
@@ -24,7 +26,11 @@ django_application = ASGIHandler()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.core import signals  # noqa: E402
+from django.core.exceptions import RequestAborted  # noqa: E402
+from django.core.handlers.asgi import get_script_prefix  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+from django.urls import set_script_prefix  # noqa: E402
 
 from cubeai.routing import websocket_urlpatterns  # noqa: E402
 from inference.cors import CORS  # noqa: E402
@@ -51,6 +57,52 @@ class APIHandler(ASGIHandler):
         self._template_response_middleware = []
         self._exception_middleware = []
         self._middleware_chain = convert_exception_to_response(self._get_response_async)
+
+    async def handle(self, scope, receive, send):
+        """Django's `handle`, sending its request signals on this thread.
+
+        Django sends `request_started`, and closes the response (which sends
+        `request_finished`), through `sync_to_async`: two hand-offs to its sync thread and
+        back a request, each a thread wake-up on or beside the request's path. Their receivers
+        (reset_queries, close_old_connections, close_caches, reset_urlconf) act on the calling
+        thread's connections and caches, and the API opens no database connection on the
+        event loop's thread: its database work runs on executors that look after their own
+        connections (`inference/offpath.py`). So here they run inline, cheaply.
+        """
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            error_response.close()
+            return
+
+        async def process_request():
+            response = await self.run_get_response(request)
+            with contextlib.suppress(asyncio.CancelledError):  # the client left while sent
+                await self.send_response(response, send)
+            return response
+
+        # As Django does: a disconnect while the response is being made cancels it (a stream's
+        # upstream request with it).
+        listener = asyncio.create_task(self.listen_for_disconnect(receive))
+        processor = asyncio.create_task(process_request())
+        await asyncio.wait([listener, processor], return_when=asyncio.FIRST_COMPLETED)
+        for task in (listener, processor):
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(RequestAborted, asyncio.CancelledError):
+                await task
+        if processor.cancelled():
+            signals.request_finished.send(sender=self.__class__)
+        else:
+            processor.result().close()
+        body_file.close()
 
     async def __call__(self, scope, receive, send):
         async def send_with_headers(message):

@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Path, Router, Schema
 from ninja.security.http import HttpBearer
 from pydantic import ConfigDict, field_validator
 
 from domains import permissions
-from inference import access, pipeline
+from inference import access, offpath, pipeline
 from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.context import caller_for
@@ -432,8 +431,8 @@ async def attestation(request: HttpRequest, domain_id: Path[str], body: Attestat
     request_id_of(request)
     request.auth.require(permissions.ATTESTATION_READ)
     await gate.admit_challenge(domain_id=request.auth.domain_id, token_id=request.auth.token_id)
-    backends = await sync_to_async(_attested_backends)(
-        request.auth.domain_id, backend=body.backend, model=body.model
+    backends = await offpath.run(
+        "auth", _attested_backends, request.auth.domain_id, backend=body.backend, model=body.model
     )
     nonce = bytes.fromhex(body.nonce)
     data = []
@@ -484,7 +483,7 @@ async def attestation_policy(request: HttpRequest, domain_id: Path[str]):
         backends = access.backends_serving(request.auth.domain_id)
         return [attestation_selectors.policy_export(backend=backend) for backend in backends]
 
-    return {"object": "list", "data": await sync_to_async(load)()}
+    return {"object": "list", "data": await offpath.run("auth", load)}
 
 
 _method_not_allowed(attestation_router, "/attestation", "POST")

@@ -1,9 +1,11 @@
 """Executors of their own for the database work the API does beside requests.
 
-Routing-snapshot rebuilds, metering flushes and authentication cache misses each run on a
-small thread pool of their own, with their own database connections, instead of Django's
-one shared sync thread: a request never queues behind a flush or a rebuild, and a slow
-write holds up only its own kind of work.
+Routing-snapshot rebuilds, metering flushes and a request's cache misses (authentication,
+limits, model lists) each run on a small thread pool of their own, with their own database
+connections, instead of Django's one shared sync thread: a request never queues behind a
+flush or a rebuild, and a slow write holds up only its own kind of work. The API's handler
+opens no connection on the event loop's thread and sends Django's request signals there
+(`cubeai.asgi.APIHandler`): these executors look after their connections themselves.
 
 `CUBEAI_OFFPATH_EXECUTORS` (on by default) can turn them off: the work then runs on the
 shared sync thread. The in-process tests do that, because they read and write through one
@@ -18,7 +20,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
-# name -> threads: auth misses may come several at once, the others are one at a time.
+# name -> threads: cache misses may come several at once, the others are one at a time.
 SIZES = {"auth": 4, "metering": 1, "registry": 1}
 _executors: dict[str, ThreadPoolExecutor] = {}
 

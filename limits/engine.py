@@ -29,7 +29,6 @@ import os
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -405,17 +404,23 @@ def _keys(argument: Plan | Settlement) -> list[str]:
 class SQLiteStore:
     """The embedded default's store: one SQLite file, one IMMEDIATE transaction a check.
 
-    Nothing ever waits in SQLite's busy handler, which sleeps longer and longer while the
-    lock stays taken (up to 100 ms a turn, 5 s in all: at c=64 a check now and then took
-    seconds). A process runs its checks one at a time, in order, on a thread of their own,
-    and the machine's processes take turns on an advisory lock beside the file (`flock`),
-    whose waiter the kernel wakes as soon as it is free. It is held for one transaction of
-    a few statements, and a process that dies lets it go."""
+    A check is a few statements on a local file (synchronous=OFF: no fsync), so it runs on
+    the calling thread, the event loop's, with no hand-off to a thread and back (each cost a
+    wake-up on the request's path). The machine's processes take turns on an advisory lock
+    beside the file (`flock`, taken without blocking); while another process holds it, the
+    check waits asynchronously, retrying after pauses of at most 2 ms, and the loop serves
+    other requests meanwhile. Nothing ever waits in SQLite's busy handler, which sleeps
+    longer and longer while the lock stays taken (up to 100 ms a turn: at c=64 a check now
+    and then took seconds). A process that dies lets its turn go."""
+
+    # How long a check may wait for its turn before the store counts as unavailable.
+    TURN_TIMEOUT_SECONDS = 5.0
+    MAX_PAUSE_SECONDS = 0.002
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.local = threading.local()
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="cube-limits")
+        self.mutex = threading.Lock()  # flock does not exclude threads sharing a descriptor
         self.turns: int | None = None  # the lock file's descriptor, opened on first use
 
     def _connection(self) -> sqlite3.Connection:
@@ -434,19 +439,25 @@ class SQLiteStore:
             self.local.connection = connection
         return connection
 
-    def _run(self, step, argument):
+    def _turn(self) -> bool:
+        """Take this process's and the machine's turn if both are free now."""
+        if not self.mutex.acquire(blocking=False):
+            return False
         try:
-            return self._transaction(step, argument)
-        except sqlite3.OperationalError as exc:
-            # Locked past the timeout, or the file is unusable: as if Redis were down.
+            if self.turns is None:
+                self.turns = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self.turns, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.mutex.release()
+            return False
+        except OSError as exc:
+            self.mutex.release()
             raise Unavailable(str(exc)) from None
+        return True
 
     def _transaction(self, step, argument):
-        connection = self._connection()
-        if self.turns is None:
-            self.turns = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.turns, fcntl.LOCK_EX)
         try:
+            connection = self._connection()
             connection.execute("BEGIN IMMEDIATE")
             try:
                 now = time.time() * 1000
@@ -459,19 +470,29 @@ class SQLiteStore:
                 connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
+            return result
+        except sqlite3.OperationalError as exc:
+            # The file is unusable: as if Redis were down.
+            raise Unavailable(str(exc)) from None
         finally:
             fcntl.flock(self.turns, fcntl.LOCK_UN)
-        return result
+            self.mutex.release()
+
+    async def _run(self, step, argument):
+        deadline = time.monotonic() + self.TURN_TIMEOUT_SECONDS
+        pause = 0.0
+        while not self._turn():
+            if time.monotonic() > deadline:
+                raise Unavailable("the limits file stayed locked")
+            await asyncio.sleep(pause)
+            pause = min(max(2 * pause, 0.0001), self.MAX_PAUSE_SECONDS)
+        return self._transaction(step, argument)
 
     async def acquire(self, plan: Plan) -> Verdict:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.thread, self._run, _acquire, plan
-        )
+        return await self._run(_acquire, plan)
 
     async def settle(self, settlement: Settlement) -> list[int]:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.thread, self._run, _settle, settlement
-        )
+        return await self._run(_settle, settlement)
 
 
 class RedisStore:

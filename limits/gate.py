@@ -16,9 +16,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from inference import offpath
 from inference.errors import InferenceError, RateLimited
 from limits import engine
 from limits.engine import Plan, Quota, Rate, Settlement, Streams, Unavailable
@@ -138,7 +138,7 @@ async def effective(domain_id: str, token_id: int | None) -> Effective:
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    found = await sync_to_async(resolve, thread_sensitive=True)(domain_id, token_id)
+    found = await offpath.run("auth", resolve, domain_id, token_id)
     if len(_cache) > 10_000:
         _cache.clear()
     _cache[key] = (now + settings.CUBEAI_LIMITS_CACHE_SECONDS, found)

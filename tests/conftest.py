@@ -69,6 +69,17 @@ def _sqlite_writers_wait_their_turn(request):
         connection.transaction_mode = None
 
 
+@pytest.fixture(autouse=True)
+def _metering_buffers_end_with_the_test():
+    """Usage and audit events a test queued in this process and did not write are dropped
+    with it: the next test's flush would write them, for a domain that no longer exists."""
+    yield
+    from inference import metering
+
+    metering.drain()
+    metering._audit_buffer.clear()
+
+
 @pytest.fixture
 def alice(db) -> User:
     return User.objects.create_user("alice@example.com", PASSWORD, name="Alice")

@@ -163,3 +163,44 @@ async def test_the_rate_limit_is_a_step_of_the_pipeline(cast, settings):
     assert int(caught.value.headers["Retry-After"]) > 0
     assert caught.value.headers["x-ratelimit-limit-requests"] == "1"
     assert [e["status"] for e in events()] == [200, 429]
+
+
+async def test_a_warm_api_request_hands_no_work_to_a_thread(cast, settings, pat, monkeypatch):
+    """Through the API's own handler (`cubeai.asgi`), a request on warm caches runs on the
+    event loop alone: each hand-off to a thread and back cost a wake-up on the request's path
+    (Django's request signals through `sync_to_async`, the embedded limiter on its thread:
+    added p50 3.6 → 1.8 ms in the bench)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import sync_to_async
+
+    from cubeai.asgi import application
+    from domains.models import Domain
+
+    caller, _ = cast
+    # Nothing due in the background meanwhile: no refresh, flush or cache expiry.
+    settings.CUBEAI_ROUTING_REFRESH_SECONDS = 3600
+    settings.CUBEAI_USAGE_FLUSH_SECONDS = 3600
+    settings.CUBEAI_AUTH_CACHE_SECONDS = 3600
+    domain = await Domain.objects.aget(pk=caller.domain_id)
+    owner = await User.objects.aget(pk=caller.user_id)
+    token = await sync_to_async(pat)(owner, domains=[domain])
+    url = f"/proxy/{domain.pk}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {token}"}
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        warm = await client.post(url, json=ask("Hello!"), headers=headers)
+        assert warm.status_code == 200, warm.text
+        submitted = []
+        submit = ThreadPoolExecutor.submit
+
+        def counted(executor, fn, /, *args, **kwargs):
+            submitted.append(getattr(fn, "__qualname__", repr(fn)))
+            return submit(executor, fn, *args, **kwargs)
+
+        monkeypatch.setattr(ThreadPoolExecutor, "submit", counted)
+        again = await client.post(url, json=ask("Hello again!"), headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["choices"][0]["message"]["content"].startswith("echo:")
+    assert again.headers["x-ratelimit-remaining-requests"]  # the limiter did run
+    assert submitted == []
