@@ -29,6 +29,7 @@ import os
 import sqlite3
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -404,24 +405,22 @@ def _keys(argument: Plan | Settlement) -> list[str]:
 class SQLiteStore:
     """The embedded default's store: one SQLite file, one IMMEDIATE transaction a check.
 
-    A check is a few statements on a local file (synchronous=OFF: no fsync), so it runs on
-    the calling thread, the event loop's, with no hand-off to a thread and back (each cost a
-    wake-up on the request's path). The machine's processes take turns on an advisory lock
-    beside the file (`flock`, taken without blocking); while another process holds it, the
-    check waits asynchronously, retrying after pauses of at most 2 ms, and the loop serves
-    other requests meanwhile. Nothing ever waits in SQLite's busy handler, which sleeps
-    longer and longer while the lock stays taken (up to 100 ms a turn: at c=64 a check now
-    and then took seconds). A process that dies lets its turn go."""
-
-    # How long a check may wait for its turn before the store counts as unavailable.
-    TURN_TIMEOUT_SECONDS = 5.0
-    MAX_PAUSE_SECONDS = 0.002
+    A check is a few statements on a local file (synchronous=OFF: no fsync). When its turn
+    is free it runs at once on the calling thread, the event loop's, with no hand-off to a
+    thread and back (each cost a wake-up on the request's path). The machine's processes
+    take turns on an advisory lock beside the file (`flock`); while another process has the
+    turn, the check waits for it on the store's own thread, in the kernel, which wakes the
+    waiter as soon as it is free, and the loop serves other requests meanwhile. Nothing ever
+    waits in SQLite's busy handler, which sleeps longer and longer while the lock stays
+    taken (up to 100 ms a turn: at c=64 a check now and then took seconds). A process that
+    dies lets its turn go."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.local = threading.local()
         self.mutex = threading.Lock()  # flock does not exclude threads sharing a descriptor
         self.turns: int | None = None  # the lock file's descriptor, opened on first use
+        self.waiter = ThreadPoolExecutor(1, thread_name_prefix="cube-limits")
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self.local, "connection", None)
@@ -439,14 +438,15 @@ class SQLiteStore:
             self.local.connection = connection
         return connection
 
-    def _turn(self) -> bool:
-        """Take this process's and the machine's turn if both are free now."""
-        if not self.mutex.acquire(blocking=False):
+    def _turn(self, *, wait: bool) -> bool:
+        """Take this process's and the machine's turn: at once if both are free (else
+        False), or, with `wait`, once they are."""
+        if not self.mutex.acquire(blocking=wait):
             return False
         try:
             if self.turns is None:
                 self.turns = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self.turns, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.turns, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.mutex.release()
             return False
@@ -479,13 +479,14 @@ class SQLiteStore:
             self.mutex.release()
 
     async def _run(self, step, argument):
-        deadline = time.monotonic() + self.TURN_TIMEOUT_SECONDS
-        pause = 0.0
-        while not self._turn():
-            if time.monotonic() > deadline:
-                raise Unavailable("the limits file stayed locked")
-            await asyncio.sleep(pause)
-            pause = min(max(2 * pause, 0.0001), self.MAX_PAUSE_SECONDS)
+        if self._turn(wait=False):
+            return self._transaction(step, argument)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.waiter, self._when_free, step, argument
+        )
+
+    def _when_free(self, step, argument):
+        self._turn(wait=True)
         return self._transaction(step, argument)
 
     async def acquire(self, plan: Plan) -> Verdict:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from domains import permissions, services
@@ -391,11 +391,25 @@ def stack(django_db_blocker, gateway_url, agent_url, fake_upstream_url):
     with django_db_blocker.unblock():
         built = build_stack(gateway_url, agent_url, fake_upstream_url)
     yield built.routed()
+
+    def remove() -> None:
+        with transaction.atomic():
+            User.objects.filter(email__startswith="e2e-").delete()
+            Domain.objects.filter(route__startswith="e2e-").delete()
+            Backend.objects.filter(name__startswith="e2e-").delete()
+            Model.objects.all().delete()
+
     with django_db_blocker.unblock():
-        User.objects.filter(email__startswith="e2e-").delete()
-        Domain.objects.filter(route__startswith="e2e-").delete()
-        Backend.objects.filter(name__startswith="e2e-").delete()
-        Model.objects.all().delete()
+        # The gateway may still flush the last requests' usage meanwhile: a row it inserts
+        # after the cascade collected its rows fails the commit, and the next try takes it.
+        for attempt in range(5):
+            try:
+                retry_locked(remove)
+                break
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
