@@ -18,7 +18,8 @@ urlpatterns = [
     # Under /proxy/ every answer is OpenAI's: what the API does not route is its 404.
     re_path(r"^proxy/?$", not_found),
     path("proxy/", api.urls),
-    re_path(r"^proxy/(?P<rest>.*)$", not_found),
+    # (?s): a path parameter may hold a decoded newline, which a bare `.` does not match.
+    re_path(r"^proxy/(?P<rest>(?s:.*))$", not_found),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("inference.urls_api")),
@@ -28,7 +29,7 @@ urlpatterns = [
     path("api/", include("limits.urls_api")),
     # Anything else under /api/ (with its slash; APPEND_SLASH still redirects the rest):
     # a 404 in the management API's envelope, never an HTML page.
-    path("api/<path:rest>/", views.api_not_found),
+    re_path(r"^api/(?P<rest>(?s:.+))/$", views.api_not_found),
     path("profile/tokens/", include("tokens.urls")),
     path("", include("inference.urls")),
     path("", include("inference.jobs.urls")),
