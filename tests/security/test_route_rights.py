@@ -128,7 +128,7 @@ ROUTES: dict[str, dict[str, Rule]] = {
     # The OpenAI-compatible API; every other path under /proxy/ is its 404.
     "^proxy/?$": {"GET": public(404), "POST": public(404)},
     "proxy/": {"GET": public(404)},
-    "^proxy/(?P<rest>.*)$": {"GET": public(404), "OPTIONS": public(404), "TRACE": public(404)},
+    "^proxy/(?P<rest>(?s:.*))$": {"GET": public(404), "OPTIONS": public(404), "TRACE": public(404)},
     "proxy/openapi.json": {"GET": public(200)},
     "proxy/docs": {"GET": public(200)},
     "proxy/<domain_id>/v1/chat/completions": {
@@ -187,7 +187,7 @@ ROUTES: dict[str, dict[str, Rule]] = {
     },
     # The management API.
     "api/schema/": {"GET": public(200)},
-    "api/<path:rest>/": {"GET": public(404), "POST": public(404)},
+    "^api/(?P<rest>(?s:.+))/$": {"GET": public(404), "POST": public(404)},
     "api/docs/": {"GET": public(200)},
     "api/registry/^backends/$": {"GET": staff(), "POST": staff(body={})},
     "api/registry/^backends/(?P<pk>[^/.]+)/$": {
