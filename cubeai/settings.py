@@ -176,13 +176,23 @@ if os.environ.get("CUBEAI_TEST_DATABASE_NAME"):
     DATABASES["default"]["NAME"] = os.environ["CUBEAI_TEST_DATABASE_NAME"]
 
 REDIS_URL = redis_from_url(os.environ["REDIS_URL"]) if os.environ.get("REDIS_URL") else ""
+# Connections a process opens to Redis, per client (the cache; the limiter): pools grow to
+# the concurrency they see and stop here, so a burst cannot exhaust the server's clients.
+CUBEAI_REDIS_MAX_CONNECTIONS = envint("CUBEAI_REDIS_MAX_CONNECTIONS", "16")
 if REDIS_URL:
     CACHES = {
         "default": {
             # A miss while Redis is away: callers fall back to the database (cubeai/cache.py).
             "BACKEND": "cubeai.cache.DegradingRedisCache",
             "LOCATION": REDIS_URL,
-            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+            "OPTIONS": {
+                "socket_connect_timeout": 0.5,
+                "socket_timeout": 0.5,
+                # At most this many connections a process; a thread waits for a free one.
+                "pool_class": "redis.BlockingConnectionPool",
+                "max_connections": CUBEAI_REDIS_MAX_CONNECTIONS,
+                "timeout": 0.5,
+            },
         }
     }
     CHANNEL_LAYERS = {

@@ -516,9 +516,14 @@ class RedisStore:
             for old in [old for old in self._clients if old.is_closed()]:
                 del self._clients[old]
             timeout = settings.CUBEAI_LIMITS_REDIS_TIMEOUT_SECONDS
-            client = redis.asyncio.Redis.from_url(
-                self.url, socket_timeout=timeout, socket_connect_timeout=timeout
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=settings.CUBEAI_REDIS_MAX_CONNECTIONS,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
             )
+            client = redis.asyncio.Redis(connection_pool=pool)
             self._clients[loop] = (
                 client,
                 client.register_script(ACQUIRE_LUA),

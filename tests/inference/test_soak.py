@@ -68,8 +68,66 @@ def client_connections(pid: int, port: int) -> int:
     return held
 
 
-def open_fds(pid: int) -> int:
-    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
+def fd_kinds(pid: int, names: dict[int | str, str]) -> dict[str, int]:
+    """The worker's open descriptors by kind: TCP sockets by the server they reach (`names`
+    maps a remote port to a name; a port it lacks is a client of the worker), the SQLite
+    database's files as `names` maps its path, anything else by what it is (a file's path,
+    pipe, anon_inode...)."""
+    peers = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            port = int(fields[2].rsplit(":", 1)[1], 16)
+            peers[fields[9]] = names.get(port, "listening" if fields[3] == "0A" else "client")
+    kinds: dict[str, int] = {}
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = str(fd.readlink())
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            target = peers.get(target[8:-1], "socket")
+        elif ":" in target:
+            target = target.split(":", 1)[0]
+        else:
+            target = names.get(target.removesuffix("-wal").removesuffix("-shm"), target)
+        kinds[target] = kinds.get(target, 0) + 1
+    return kinds
+
+
+def server_ports(stack, soak) -> dict[int | str, str]:
+    """Names of the servers the worker reaches, by port (or, for SQLite, the file's path)."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    ports: dict[int | str, str] = {
+        int(database.get("PORT") or 0): "database",
+        str(database["NAME"]): "database",
+        httpx.URL(stack.fake).port: "upstream",
+        soak["doomed_port"]: "doomed",
+    }
+    if settings.REDIS_URL:
+        ports[httpx.URL(settings.REDIS_URL).port or 6379] = "redis"
+    return ports
+
+
+def pool_ceilings() -> dict[str, int]:
+    """The most connections the worker may hold to each server it uses. The pools grow with
+    the concurrency they meet and stop at their bound: Redis has two clients (the cache, the
+    limiter), each bounded; the database one connection per off-path thread (for SQLite,
+    three files each: the database, its WAL and its shared memory); an upstream
+    one connection per request in flight and one for its prompt count (the load's threads
+    set that concurrency; the configured bound is production's)."""
+    from django.conf import settings
+
+    from inference.offpath import SIZES
+
+    return {
+        "redis": 2 * settings.CUBEAI_REDIS_MAX_CONNECTIONS,
+        "database": (sum(SIZES.values()) + 1) * (1 if settings.DATABASE_URL else 3),
+        "upstream": 2 * THREADS,
+        "doomed": 2 * THREADS,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +163,7 @@ def soak(stack, django_db_blocker, tmp_path_factory):
             model = Model.objects.create(name=name, tasks=tasks)
             for backend, upstream in deployments:
                 model.deployments.create(backend=backend, upstream_model=upstream)
-    yield {"gateway": gateway, "url": url, "doomed": doomed}
+    yield {"gateway": gateway, "url": url, "doomed": doomed, "doomed_port": port}
     _stop(gateway)
     if doomed.poll() is None:
         _stop(doomed)
@@ -196,7 +254,8 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
         thread.join(timeout=TIMEOUT + 5)
     results.clear()
     time.sleep(1)
-    rss_before, fds_before = rss_kib(pid), open_fds(pid)
+    names = server_ports(stack, soak)
+    rss_before, kinds_before = rss_kib(pid), fd_kinds(pid, names)
 
     threads = load(0)
     time.sleep(SOAK_SECONDS / 3)
@@ -223,22 +282,32 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
     assert max(seconds for _, _, seconds, _ in results) < 10
     assert {k for k, _, _, _ in results} == set(KINDS)
 
-    # Settled: the gateway holds no more than it did (sockets to clients and upstreams,
-    # upstream streams), and its memory stayed bounded.
+    # Settled: the gateway holds no more than it did: every upstream stream ended, no client
+    # connection left, each server's connections within its pool's bound, every other
+    # descriptor (files, pipes, event fds) as before; and its memory stayed bounded.
+    ceilings = pool_ceilings()
+
+    def settled(kinds: dict[str, int]) -> bool:
+        pools = all(kinds.get(name, 0) <= ceiling for name, ceiling in ceilings.items())
+        rest = {k: n for k, n in kinds.items() if k not in ceilings}
+        return pools and rest == {k: n for k, n in kinds_before.items() if k not in ceilings}
+
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         stats = httpx.get(fake_stats).json()
         held = stats["streams_started"] - stats["streams_finished"] - stats["streams_cancelled"]
-        if held == held_before and open_fds(pid) <= fds_before + 4:
+        if held == held_before and settled(fd_kinds(pid, names)):
             break
         time.sleep(0.5)
+    kinds_after = fd_kinds(pid, names)
     assert held == held_before, stats
-    assert open_fds(pid) <= fds_before + 4, (fds_before, open_fds(pid))
+    assert settled(kinds_after), (kinds_before, kinds_after, ceilings)
     rss_after = rss_kib(pid)
     assert rss_after < rss_before * 1.25 + 20_000, (rss_before, rss_after)
     print(
         f"\nsoak {SOAK_SECONDS:g} s: {len(results)} requests, "
-        f"RSS {rss_before // 1024}->{rss_after // 1024} MiB, fds {fds_before}->{open_fds(pid)}"
+        f"RSS {rss_before // 1024}->{rss_after // 1024} MiB, "
+        f"descriptors {sorted(kinds_before.items())} -> {sorted(kinds_after.items())}"
     )
     # The usage of what was served was all written.
     marker = f"req-soak-{uuid.uuid4().hex[:12]}"

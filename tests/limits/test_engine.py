@@ -149,3 +149,26 @@ def test_the_sqlite_store_takes_turns_on_the_machine_lock_not_in_sqlites_busy_wa
     os.close(held)
     checking.join(5)
     assert verdicts and verdicts[0].refused is None  # ...and goes on once it is free
+
+
+async def test_a_burst_opens_no_more_redis_connections_than_the_pool_allows(settings):
+    """The limiter's pool grows with the concurrency it meets and stops at its bound: 200
+    checks at once share `CUBEAI_REDIS_MAX_CONNECTIONS` connections (counted by the server),
+    all served."""
+    import os
+
+    import redis.asyncio
+
+    url = os.environ.get("REDIS_URL") or REDIS_TEST_URL
+    if not _redis_up() and not os.environ.get("REDIS_URL"):
+        pytest.skip("no Redis on 127.0.0.1:6379")
+    settings.CUBEAI_REDIS_MAX_CONNECTIONS = 3
+    name = f"limiter-{uuid.uuid4().hex[:8]}"
+    store = engine.RedisStore(f"{url}?client_name={name}")
+    rate = Rate(key(), 1_000_000, 1, "requests", "token")
+    verdicts = await asyncio.gather(*(store.acquire(Plan([rate], [])) for _ in range(200)))
+    assert all(verdict.refused is None for verdict in verdicts)
+    observer = redis.asyncio.Redis.from_url(url)
+    opened = [c for c in await observer.client_list() if c["name"] == name]
+    await observer.aclose()
+    assert len(opened) == 3
