@@ -147,9 +147,15 @@ def _headers(target: Target, request_id: str, content_type: str | None) -> dict[
     return headers
 
 
-# Failures before the backend could accept the work: nothing was sent, or the connection
-# was refused; the request may safely run elsewhere.
-NOT_ACCEPTED = (aiohttp.ClientConnectorError, aiohttp.ServerFingerprintMismatch)
+# Failures before the backend could accept the work: nothing was sent, the connection was
+# refused, or it was not made within the connect timeout (aiohttp raises
+# `ConnectionTimeoutError` for that, which is not a `ClientConnectorError`); the request may
+# safely run elsewhere.
+NOT_ACCEPTED = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.ServerFingerprintMismatch,
+)
 
 
 def timeouts(*, stream: bool) -> aiohttp.ClientTimeout:
@@ -177,8 +183,8 @@ async def open_response(
     response. The caller must release the response.
 
     It fails over once, to another deployment, only while the backend has not accepted the
-    work: a connection that could not be made (refused, unreachable, the wrong attested key)
-    or a 502/503 answer. Once the request was sent, a timeout or a broken connection is a
+    work: a connection that could not be made (refused, unreachable, not made within the
+    connect timeout, the wrong attested key) or a 502/503 answer. Once the request was sent, a timeout or a broken connection is a
     504/502 for the client: the generation may be running, and running it again elsewhere
     would do (and bill) the work twice. The breaker counts backend faults only: connection
     errors, timeouts and 5xx answers, never a client's 4xx or a client that went away.
