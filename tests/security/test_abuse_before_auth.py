@@ -169,3 +169,33 @@ def test_a_client_naming_a_made_up_address_is_limited_on_the_openai_api(
     assert limited.status_code == 429
     assert limited.headers["Retry-After"] == "55"
     assert limited.json()["error"]["code"] == "too_many_failed_authentications"
+
+
+@pytest.mark.parametrize("page", ["/signin/", "/admin/login/"])
+def test_failed_password_sign_ins_are_limited_per_address(client, alice, settings, address, page):
+    # Found by an audit: the README said failed sign-ins were counted per client; the two
+    # password forms counted nothing.
+    from tests.conftest import PASSWORD
+
+    alice.is_staff = True
+    alice.save(update_fields=["is_staff"])
+    settings.CUBEAI_AUTH_FAILURES_PER_MINUTE = 2
+    wrong = {"username": "alice@example.com", "password": "wrong-password"}
+    for _ in range(2):
+        refused = client.post(page, wrong, REMOTE_ADDR=address)
+        assert refused.status_code == 200
+        assert "correct email" in refused.content.decode()
+    # Over the limit even the right password is refused, before it is checked.
+    right = {"username": "alice@example.com", "password": PASSWORD}
+    limited = client.post(page, right, REMOTE_ADDR=address)
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "55"
+    assert "Too many failed authentications from your address" in limited.content.decode()
+    assert "_auth_user_id" not in client.session
+    # The failures counted against the address are those of the API too.
+    api = client.get("/api/domains/", HTTP_AUTHORIZATION="Bearer x", REMOTE_ADDR=address)
+    assert api.status_code == 429
+    # Another address signs in.
+    signed_in = client.post(page, right, REMOTE_ADDR="192.0.2.78")
+    assert signed_in.status_code == 302
+    assert client.session["_auth_user_id"] == str(alice.pk)
