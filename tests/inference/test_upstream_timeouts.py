@@ -13,6 +13,7 @@ from domains import permissions, services
 from domains.models import User
 from inference import metering, pipeline, upstream
 from inference.context import Caller
+from inference.errors import UpstreamFailed
 from inference.models import Backend, Deployment, Model
 from inference.registry import registry
 
@@ -104,3 +105,50 @@ async def test_a_connection_not_made_in_time_fails_over_and_counts_against_the_b
     assert fast < 0.8 and 0.9 < slow < 2.5, took
     assert registry.breaker(stalled.pk).failures == 1
     assert registry.breaker(healthy.pk).failures == 0
+
+
+async def test_a_stream_whose_backend_sends_error_headers_then_stalls_ends_within_the_idle_timeout(
+    caller, fake_upstream_url, settings
+):
+    # Found by an audit: a stream's request has no total timeout, and the error body was read
+    # without any, so this backend held the request (and its client) for as long as it liked.
+    settings.CUBEAI_UPSTREAM_IDLE_TIMEOUT = 1
+    fake = await asyncio.to_thread(backend, "stalling", f"{fake_upstream_url}/v1")
+    await asyncio.to_thread(model, "stall", [(fake, "fault-500-stall")])
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailed) as failed:
+        # The bound only turns a hang (the bug) into a failure of this test.
+        await asyncio.wait_for(pipeline.chat(caller, ask("stall", stream=True), request_id="r"), 10)
+    took = time.monotonic() - started
+    assert 0.9 < took < 2.5, took
+    assert (failed.value.status, failed.value.message) == (
+        502,
+        "The backend failed to process the request.",
+    )
+    assert registry.breaker(fake.pk).failures == 1
+
+
+async def test_a_streams_first_chunk_is_due_within_the_first_byte_timeout_of_the_request(
+    caller, fake_upstream_url, settings
+):
+    # Found by an audit: the wait for the headers and the wait for the first chunk each had
+    # the whole first-byte timeout, so a stream could be silent for twice as long. This backend
+    # sends its headers after 1 s and its first chunk 1 s later: past a 1.5 s timeout.
+    settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT = 1.5
+    fake = await asyncio.to_thread(backend, "late", f"{fake_upstream_url}/v1")
+    await asyncio.to_thread(model, "late", [(fake, "fault-late-start")])
+    started = time.monotonic()
+    stream = await pipeline.chat(caller, ask("late", stream=True), request_id="r")
+    received = []
+    with pytest.raises(UpstreamFailed) as failed:
+        async for chunk in stream:
+            received.append(chunk)
+    took = time.monotonic() - started
+    assert received == []
+    assert 1.4 < took < 1.9, took
+    assert failed.value.message == "The backend stream failed or stalled."
+    assert registry.breaker(fake.pk).failures == 1
+    # The gateway then settles its usage (it asks the backend to count the prompt).
+    await asyncio.gather(*pipeline._settling)
+    (event,) = metering.drain()
+    assert (event["status"], event["stream"], event["completion_tokens"]) == (504, True, 0)
