@@ -128,14 +128,9 @@ def create_app(config: AgentConfig) -> Starlette:
         return request.app.state.runtimes
 
     async def health(request: Request) -> Response:
-        return ORJSONResponse(
-            {
-                "status": "ok",
-                "models": runtimes_of(request).model_ids(),
-                "attestation": provider.name,
-                "confidential": provider.confidential,
-            }
-        )
+        # Open to anyone: liveness only. What the agent serves is behind the credential
+        # (`/v1/models`); what it runs on, in its attestation.
+        return ORJSONResponse({"status": "ok"})
 
     async def prometheus(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,6 @@
 """Who may call the agent: the platform's credential for this backend, and how it arrives.
 
-Every request outside ``OPEN_PATHS`` must carry ``Authorization: Bearer <credential>``, where
+Every request outside ``OPEN_PATHS`` (metrics included) must carry ``Authorization: Bearer <credential>``, where
 the credential is one the platform holds for this backend. The agent keeps only SHA-256
 digests of the credentials it accepts, each with a version and, for one being replaced, the
 time it stops being accepted (the grace period of a rotation). They come from two places:
@@ -41,9 +41,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 
-# Reachable without a credential: liveness, metrics (names and counts, never content), the
-# attestation challenge and provisioning, which carry proofs of their own.
-OPEN_PATHS = frozenset({"/health", "/metrics", "/attestation", "/credentials"})
+# Reachable without a credential: a bare liveness probe (it says nothing but "ok"), the
+# attestation challenge and provisioning, which carry proofs of their own. Metrics name the
+# models served and count their traffic: the platform's credential reads them.
+OPEN_PATHS = frozenset({"/health", "/attestation", "/credentials"})
 # A rotation's old credential stays valid at most this long.
 MAX_GRACE_SECONDS = 24 * 3600
 # Provisioning must follow the attestation whose nonce it names within this time.

@@ -8,6 +8,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from cubeai import views
 from cubeai.api import api, not_found
 from cubeai.metrics import metrics_view
+from domains.forms import AdminSignInForm
+from domains.views import signin_limited
+
+# The admin's sign-in counts failed attempts per client address as /signin/ and the APIs do
+# (set before `admin.site.urls` is read, which routes `login/` to `admin.site.login`).
+admin.site.login_form = AdminSignInForm
+admin.site.login = signin_limited(admin.site.login)
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard", permanent=False)),

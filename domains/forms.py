@@ -1,11 +1,13 @@
 """Forms for sign-up and the domain pages; they check shape, services check the rest."""
 
 from django import forms
-from django.contrib.auth.forms import BaseUserCreationForm
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, BaseUserCreationForm
 from django.core.exceptions import ValidationError
 
 from domains import permissions, selectors
 from domains.models import Domain, Role, User, validate_cors_origins
+from tokens import throttle
 
 
 class SignUpForm(BaseUserCreationForm):
@@ -20,6 +22,36 @@ class SignUpForm(BaseUserCreationForm):
         if User.objects.filter(email__iexact=email).exists():
             raise forms.ValidationError("An account with this email address already exists.")
         return email
+
+
+class _FailuresLimited:
+    """Password sign-in under the per-address limit on failed authentications that the APIs
+    share (`tokens.throttle`): an address over it is refused before the password is checked,
+    even a right one, and `retry_after` says for how long (`signin_limited` turns that into
+    a 429 with `Retry-After`); every failed attempt counts."""
+
+    retry_after: int | None = None
+
+    def clean(self):
+        address = (self.request.META.get("REMOTE_ADDR") or "") if self.request else None
+        try:
+            throttle.auth_failures_check(address=address)
+        except throttle.TooManyFailures as exc:
+            self.retry_after = exc.retry_after
+            raise ValidationError(exc.message, code="too_many_failures") from None
+        try:
+            return super().clean()
+        except ValidationError:
+            throttle.auth_failure_record(address=address)
+            raise
+
+
+class SignInForm(_FailuresLimited, AuthenticationForm):
+    """Sign in with an email address and a password (`/signin/`)."""
+
+
+class AdminSignInForm(_FailuresLimited, AdminAuthenticationForm):
+    """The admin's sign-in (`/admin/login/`): staff only, under the same limit."""
 
 
 class DomainCreateForm(forms.ModelForm):

@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from domains import views
+from domains.forms import SignInForm
 
 # Each domain page: (path under /domains/<domain_id>/, view, name).
 domain_pages = [
@@ -26,8 +27,12 @@ urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path(
         "signin/",
-        auth_views.LoginView.as_view(
-            template_name="domains/signin.html", redirect_authenticated_user=True
+        views.signin_limited(
+            auth_views.LoginView.as_view(
+                template_name="domains/signin.html",
+                authentication_form=SignInForm,
+                redirect_authenticated_user=True,
+            )
         ),
         name="signin",
     ),

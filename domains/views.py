@@ -5,6 +5,7 @@ Every domain page goes through `domain_page`, which resolves the domain once and
 the services' exceptions to HTTP; the views only parse a form, call a service, render.
 """
 
+import functools
 import json
 
 from django.contrib import messages
@@ -32,6 +33,23 @@ from domains.forms import (
     apply_service_errors,
 )
 from domains.models import Membership
+
+
+def signin_limited(view):
+    """A sign-in view whose form refused an address over its failed-authentication limit
+    (`SignInForm`, `AdminSignInForm`) answers 429 with `Retry-After`, the page showing why."""
+
+    @functools.wraps(view)
+    def limited(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        form = (getattr(response, "context_data", None) or {}).get("form")
+        retry_after = getattr(form, "retry_after", None)
+        if retry_after:
+            response.status_code = 429
+            response["Retry-After"] = str(retry_after)
+        return response
+
+    return limited
 
 
 @require_http_methods(["GET", "POST"])

@@ -93,7 +93,7 @@ class PATBearer(HttpBearer):
             domain_id = str(uuid.UUID(domain_id))
         except ValueError:
             raise RouteNotFound() from None
-        return await caller_for(token, domain_id, request.META.get("REMOTE_ADDR"))
+        return await caller_for(token, domain_id, request.META.get("REMOTE_ADDR") or "")
 
 
 router = Router(auth=PATBearer(), tags=["OpenAI-compatible API"])

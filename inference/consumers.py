@@ -29,6 +29,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cubeai import jsonbody
+from cubeai.api import EXPECTED, JSON_TYPES
 from cubeai.exceptions import DomainError, NotFound, PermissionDenied
 from domains import permissions
 from inference import pipeline
@@ -44,7 +46,8 @@ CLOSE_FORBIDDEN = 4403
 
 
 class _Frame(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict, as the HTTP API is: "max_tokens": "5" is the wrong type, not a 5.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ChatMessage(_Frame):
@@ -153,12 +156,19 @@ def _bad_frame(message: str, *, code: str = "invalid_frame", param: str | None =
     }
 
 
-def _validation_message(exc: ValidationError) -> tuple[str, str | None]:
+def _validation_message(exc: ValidationError) -> tuple[str, str | None, str]:
+    """The message, parameter and code of a frame's first error, a wrong type worded as the
+    HTTP API words it (`invalid_type`)."""
     first = exc.errors()[0]
     param = ".".join(str(part) for part in first["loc"]) or None
     if first["type"] == "extra_forbidden":
-        return f"Unrecognized field: {param}", param
-    return f"`{param}`: {first['msg']}", param
+        return f"Unrecognized field: {param}", param, "invalid_frame"
+    if first["type"] in EXPECTED:
+        got = JSON_TYPES.get(type(first.get("input")), "another type")
+        expected = EXPECTED[first["type"]]
+        message = f"Invalid type for '{param}': expected {expected}, but got {got} instead."
+        return message, param, "invalid_type"
+    return f"`{param}`: {first['msg']}", param, "invalid_frame"
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
@@ -166,7 +176,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
-        return orjson.loads(text_data)
+        # The API's parser: a frame nested deeper than `CUBEAI_MAX_JSON_DEPTH` is refused
+        # here, as a body is, before anything re-encodes it for the backend.
+        return jsonbody.loads(text_data)
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
@@ -209,10 +221,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             )
         try:
             content = await self.decode_json(text_data)
-        except orjson.JSONDecodeError:
-            return await self.send_json(
-                _bad_frame("The frame is not valid JSON.", code="invalid_json")
-            )
+        except jsonbody.JSONBodyError as exc:
+            return await self.send_json(_bad_frame(str(exc), code="invalid_json"))
         await self.receive_json(content)
 
     async def receive_json(self, content: Any, **kwargs) -> None:
@@ -226,8 +236,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         try:
             frame = frame_type.model_validate(content)
         except ValidationError as exc:
-            message, param = _validation_message(exc)
-            return await self.send_json(_bad_frame(message, param=param))
+            message, param, code = _validation_message(exc)
+            return await self.send_json(_bad_frame(message, param=param, code=code))
         if isinstance(frame, StopFrame):
             return await self._stop(frame.id)
         await self._chat(frame)

@@ -117,6 +117,8 @@ class Call:
     # The limits' reservation of this call, settled when it is recorded.
     ticket: gate.Ticket | None = None
     upstream_ms: float | None = None
+    # A stream's deadline for its first chunk, on the event loop's clock (`open_stream`).
+    first_byte_by: float | None = None
     # The stream's relay ran to its end (the recording may still wait for a token count).
     relayed: bool = False
     recorded: bool = False
@@ -623,7 +625,7 @@ async def _relay(
     delivered = 0
     template: dict = {}
     try:
-        async for raw_line in upstream.lines(response):
+        async for raw_line in upstream.lines(response, first_byte_by=call.first_byte_by):
             line = raw_line.strip()
             if not line.startswith(b"data:"):
                 continue

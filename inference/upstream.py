@@ -147,9 +147,15 @@ def _headers(target: Target, request_id: str, content_type: str | None) -> dict[
     return headers
 
 
-# Failures before the backend could accept the work: nothing was sent, or the connection
-# was refused; the request may safely run elsewhere.
-NOT_ACCEPTED = (aiohttp.ClientConnectorError, aiohttp.ServerFingerprintMismatch)
+# Failures before the backend could accept the work: nothing was sent, the connection was
+# refused, or it was not made within the connect timeout (aiohttp raises
+# `ConnectionTimeoutError` for that, which is not a `ClientConnectorError`); the request may
+# safely run elsewhere.
+NOT_ACCEPTED = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.ServerFingerprintMismatch,
+)
 
 
 def timeouts(*, stream: bool) -> aiohttp.ClientTimeout:
@@ -172,29 +178,35 @@ async def open_response(
     body_for: BodyFor,
     content_type: str | None = "application/json",
     stream: bool = False,
+    first_byte_by: float | None = None,
 ) -> tuple[Target, str, aiohttp.ClientResponse]:
     """Send the request; returns the backend, the model name it was asked for, and its open
     response. The caller must release the response.
 
     It fails over once, to another deployment, only while the backend has not accepted the
-    work: a connection that could not be made (refused, unreachable, the wrong attested key)
-    or a 502/503 answer. Once the request was sent, a timeout or a broken connection is a
+    work: a connection that could not be made (refused, unreachable, not made within the
+    connect timeout, the wrong attested key) or a 502/503 answer. Once the request was sent, a timeout or a broken connection is a
     504/502 for the client: the generation may be running, and running it again elsewhere
     would do (and bill) the work twice. The breaker counts backend faults only: connection
     errors, timeouts and 5xx answers, never a client's 4xx or a client that went away.
 
     `body_for(upstream_model)` builds the body for a deployment, since deployments may name
-    the model differently.
+    the model differently. A stream's answer must begin (its headers) by `first_byte_by`
+    (the event loop's clock; by default `CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT` from now),
+    failover included.
     """
     last_error = "no backend available"
-    wait = settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT if stream else None
+    if stream and first_byte_by is None:
+        first_byte_by = (
+            asyncio.get_running_loop().time() + settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
+        )
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
         breaker = registry.breaker(target.id)
         if not registry.started(target.id):
             continue  # a half-open breaker whose one probe is already out
         began = time.monotonic()
         try:
-            async with asyncio.timeout(wait):
+            async with asyncio.timeout_at(first_byte_by if stream else None):
                 response = await session().post(
                     f"{target.base_url}/{path}",
                     data=body_for(upstream_model),
@@ -284,27 +296,43 @@ async def exchange(
         done(target)
 
 
-async def lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """A stream's lines: the first within `CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT` of the
-    answer's start, each next one within `CUBEAI_UPSTREAM_IDLE_TIMEOUT`; a TimeoutError
-    otherwise."""
-    wait = settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
+async def lines(
+    response: aiohttp.ClientResponse, *, first_byte_by: float | None = None
+) -> AsyncIterator[bytes]:
+    """A stream's lines: the first by `first_byte_by` (the event loop's clock: the deadline
+    the request was opened under, so that the headers and the first chunk share one
+    `CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT`; that timeout from now without one), each next one
+    within `CUBEAI_UPSTREAM_IDLE_TIMEOUT`; a TimeoutError otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = first_byte_by
+    if deadline is None:
+        deadline = loop.time() + settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
     while True:
-        async with asyncio.timeout(wait):
+        async with asyncio.timeout_at(deadline):
             line = await response.content.readline()
         if not line:
             return
         yield line
-        wait = settings.CUBEAI_UPSTREAM_IDLE_TIMEOUT
+        deadline = loop.time() + settings.CUBEAI_UPSTREAM_IDLE_TIMEOUT
 
 
 async def open_stream(
     call: "Call", candidates: list[tuple[Target, str]], body_for: BodyFor
 ) -> aiohttp.ClientResponse:
-    """A backend's event stream, open; the caller releases it and calls `done`."""
+    """A backend's event stream, open; the caller releases it and calls `done`, and reads
+    it with `lines(response, first_byte_by=call.first_byte_by)`: the first chunk is due
+    `CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT` after the request was sent, not after its headers."""
     began = time.perf_counter()
+    call.first_byte_by = (
+        asyncio.get_running_loop().time() + settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
+    )
     target, call.upstream_model, response = await open_response(
-        candidates, call.endpoint.path, request_id=call.request_id, body_for=body_for, stream=True
+        candidates,
+        call.endpoint.path,
+        request_id=call.request_id,
+        body_for=body_for,
+        stream=True,
+        first_byte_by=call.first_byte_by,
     )
     call.upstream_ms = (time.perf_counter() - began) * 1000
     call.target = target
@@ -353,10 +381,15 @@ _CONTEXT_OVERFLOW = ("maximum context length", "context length", "context size",
 
 
 async def normalised_error(response: aiohttp.ClientResponse) -> InferenceError:
-    """An upstream error response, in OpenAI's envelope with the upstream's message if any."""
+    """An upstream error response, in OpenAI's envelope with the upstream's message if any.
+
+    Its body is read within `CUBEAI_UPSTREAM_IDLE_TIMEOUT`: a stream's request has no total
+    timeout, and a backend that sent error headers and then stalled would hold it forever.
+    """
     message, param, code = f"The backend answered HTTP {response.status}.", None, None
     try:
-        body = await response.json(content_type=None)
+        async with asyncio.timeout(settings.CUBEAI_UPSTREAM_IDLE_TIMEOUT):
+            body = await response.json(content_type=None)
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict):
             message = str(error.get("message") or message)[:1000]

@@ -32,7 +32,9 @@ class PATAuthentication(authentication.BaseAuthentication):
         if raw is None:
             raise exceptions.AuthenticationFailed(AuthenticationFailed().message)
         try:
-            principal = services.token_authenticate(raw, client_ip=request.META.get("REMOTE_ADDR"))
+            principal = services.token_authenticate(
+                raw, client_ip=request.META.get("REMOTE_ADDR") or ""
+            )
         except AuthenticationFailed as exc:
             raise exceptions.AuthenticationFailed(exc.message) from None
         except TooManyFailures as exc:

@@ -1,6 +1,7 @@
 """Issuing, verifying, rotating and revoking personal access tokens."""
 
 import datetime
+import ipaddress
 import uuid
 from dataclasses import dataclass
 
@@ -349,7 +350,12 @@ def _verify(raw: str) -> Principal:
 
 
 def token_touch(*, principal: Principal, ip: str | None) -> None:
-    """Record last use, at most once a minute per token across all replicas."""
+    """Record last use, at most once a minute per token across all replicas; an address
+    that does not parse is recorded as unknown (PostgreSQL's inet column would refuse it)."""
+    try:
+        ip = str(ipaddress.ip_address(ip or ""))
+    except ValueError:
+        ip = None
     now = timezone.now()
     throttle_key = f"pat-used:{principal.key_id}"
     if not cache.add(throttle_key, 1, settings.CUBEAI_TOKEN_LAST_USED_INTERVAL):

@@ -8,7 +8,11 @@ configured, so every replica shares them; process memory on the embedded default
 process then counts on its own).
 
 Behind a load balancer, uvicorn must be told to trust its `X-Forwarded-For`
-(`--proxy-headers --forwarded-allow-ips <balancer>`), or every client is the balancer.
+(`--proxy-headers --forwarded-allow-ips <balancer>`), or every client is the balancer; and
+the balancer must set that header to the address it saw, not append to the client's own
+(nginx: `$remote_addr`, not `$proxy_add_x_forwarded_for`), or a client picks its address.
+HTTP callers pass the request's address, "" when it has none; only internal callers, which
+have no client, pass None and are neither counted nor refused.
 """
 
 import ipaddress
@@ -37,12 +41,21 @@ class TooManyFailures(DomainError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+# The one counter of every address that does not parse (an empty one, or whatever a client
+# managed to put in a forwarded header): such callers share their failures, so a malformed
+# address never escapes the limit.
+UNPARSEABLE = "unparseable"
+
+
 def _client(address: str | None) -> str | None:
-    """The counted unit of an address: itself (IPv4), its /64 (IPv6); None if unknown."""
-    try:
-        ip = ipaddress.ip_address(address or "")
-    except ValueError:
+    """The counted unit of an address: itself (IPv4), its /64 (IPv6), `UNPARSEABLE` for
+    anything else; None only for None, which internal callers (no client) pass."""
+    if address is None:
         return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return UNPARSEABLE
     if isinstance(ip, ipaddress.IPv6Address):
         if ip.ipv4_mapped is not None:
             return str(ip.ipv4_mapped)

@@ -98,9 +98,7 @@ def test_it_reports_provider_none_explicitly_when_not_in_a_tee(no_tee: TestClien
     assert body["nonce"] == nonce.hex()
     assert body["report_data"] == hashlib.sha512(nonce).hexdigest()
     assert dt.datetime.fromisoformat(body["generated_at"]).tzinfo is not None
-    health = no_tee.get("/health").json()
-    assert health["attestation"] == "none"
-    assert health["confidential"] is False
+    assert no_tee.get("/health").json() == {"status": "ok"}
 
 
 @pytest.mark.parametrize(
@@ -161,7 +159,6 @@ def test_it_reads_evidence_through_configfs_tsm(
     nonce = secrets.token_bytes(32)
     for client in attestation_client(config):
         body = client.post("/attestation", json={"nonce": nonce.hex()}).json()
-        assert client.get("/health").json()["confidential"] is True
     expected = hashlib.sha512(nonce + spki_der(cert)).digest()
     assert body["provider"] == tee
     assert body["confidential"] is True

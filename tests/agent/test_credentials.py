@@ -111,14 +111,24 @@ def test_every_v1_request_needs_the_credential(agent: TestClient, caplog) -> Non
     assert "refused GET /v1/models from testclient: no credential" in caplog.text
     assert "a wrong credential" in caplog.text
     assert wrong not in caplog.text
-    metrics = agent.get("/metrics").text
+    metrics = agent.get("/metrics", headers=AUTH).text
     assert "cubeai_agent_refused_requests_total 4.0" in metrics
 
 
-def test_health_metrics_and_attestation_stay_open(agent: TestClient) -> None:
-    assert agent.get("/health").status_code == 200
-    assert agent.get("/metrics").status_code == 200
-    assert agent.post("/attestation", json={"nonce": "ab" * 32}).status_code == 200
+def test_only_a_bare_health_probe_and_attestation_stay_open(agent: TestClient) -> None:
+    # Found by an audit: /health listed the models and the attestation provider, and
+    # /metrics (model names, traffic counts) needed no credential.
+    health = agent.get("/health")
+    assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    attestation = agent.post("/attestation", json={"nonce": "ab" * 32})
+    assert attestation.status_code == 200 and attestation.json()["nonce"] == "ab" * 32
+    refused = agent.get("/metrics")
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+    assert "cubeai_agent" not in refused.text
+    metrics = agent.get("/metrics", headers=AUTH)
+    assert metrics.status_code == 200
+    assert "cubeai_agent_refused_requests_total 1.0" in metrics.text
 
 
 def test_an_agent_without_any_credential_source_does_not_start() -> None:

@@ -50,7 +50,7 @@ def test_the_openai_sdk_works_against_the_agent_process(agent_process: AgentProc
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert missing.value.code == "model_not_found"
-    metrics = httpx.get(f"{agent_process.url}/metrics").text
+    metrics = httpx.get(f"{agent_process.url}/metrics", headers=AUTH).text
     assert "cubeai_agent_requests_total" in metrics
 
 

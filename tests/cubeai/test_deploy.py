@@ -90,3 +90,20 @@ def test_the_load_balancer_passes_websocket_upgrades(compose) -> None:
     assert "proxy_buffering off;" in conf  # SSE streams pass as they come
     lb = compose["services"]["lb"]
     assert mounts(lb)["/etc/nginx/nginx.conf"].endswith("/nginx.conf")
+
+
+def test_a_client_cannot_choose_the_address_the_web_nodes_see(compose) -> None:
+    # Found by an audit: nginx appended to the client's own X-Forwarded-For and the web nodes
+    # trusted it from anyone, so a client picked its address and escaped the per-address
+    # limit on failed authentications.
+    conf = (DEPLOY / "nginx.conf").read_text()
+    forwarded = re.findall(r"^\s*proxy_set_header\s+X-Forwarded-For\s+(\S+);", conf, re.M)
+    assert forwarded == ["$remote_addr"]
+    assert "$proxy_add_x_forwarded_for" not in re.sub(r"#.*", "", conf)
+    web = compose["services"]["web"]
+    trusted = re.search(r'--forwarded-allow-ips[ =]"?([^" ]+)', command(web))
+    if trusted and trusted.group(1) != "127.0.0.1":
+        # Trusting forwarded headers from other hosts is sound only if no one but the balancer
+        # can reach the web nodes: they publish no port.
+        assert not web.get("ports")
+    assert compose["services"]["lb"]["ports"]

@@ -1,7 +1,8 @@
 """A controllable fake OpenAI-compatible upstream, for what the real agent cannot produce.
 
 FAKE: it stands in for a backend only to inject faults on demand (a 500, a 400, a slow answer
-(`fault-slow`: 5 s, `fault-slow-2`: 2 s),
+(`fault-slow`: 5 s, `fault-slow-2`: 2 s), error headers and then no body (`fault-500-stall`), a
+stream whose headers and first chunk each take 1 s (`fault-late-start`),
 a stream cut in the middle, chunks at a fixed pace, a 503), and to play what no real small
 model can be made to produce on demand: a guard model (`guard`); a model that leaks a
 secret across chunks (`leak`) or leaks personal data and secrets in every field of its
@@ -125,6 +126,24 @@ async def chat(request: web.Request) -> web.StreamResponse:
         return web.json_response({"error": {"message": "overloaded"}}, status=503)
     if model == "fault-400":
         return web.json_response({"error": {"message": "bad request"}}, status=400)
+    if model == "fault-500-stall":
+        # Error headers at once, then a body that never comes.
+        response = web.StreamResponse(status=500, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'{"error": ')
+        # Until the gateway gives up (a handler still sleeping would hold up shutdown).
+        while request.transport is not None and not request.transport.is_closing():
+            await asyncio.sleep(0.1)
+        return response
+    if model == "fault-late-start":
+        # The headers after 1 s, the first chunk 1 s after them: each within a 1.5 s wait,
+        # together not.
+        await asyncio.sleep(1)
+        response = await _start(request)
+        await asyncio.sleep(1)
+        await response.write(_chunk(model, "late"))
+        await _finish(response, model)
+        return response
     if model == "fault-slow":
         await asyncio.sleep(5)
     if model == "fault-slow-2":

@@ -373,3 +373,43 @@ async def test_bad_frames_get_an_error_frame_and_the_socket_stays_usable(chat_ca
     frames = await until_last(ws)
     assert frames[-1]["type"] == "end" and "three" in text_of(frames)
     await ws.disconnect()
+
+
+@pytest.fixture
+def frame_cast():
+    """Alice and her domain, for frames refused before any backend is asked."""
+    alice = User.objects.create_user("chat-frames@example.com", "pw-chat-123456")
+    domain = services.domain_create(creator=alice, name="Frames", route="chat-frames")
+    return domain, _session_cookie(alice)
+
+
+async def test_a_deep_or_type_loose_frame_gets_an_error_frame_as_the_api_would(
+    frame_cast, settings
+):
+    # Found by an audit: frames were parsed without the API's depth bound and validated
+    # without strict types, so "max_tokens": "5" was taken for 5.
+    domain, cookie = frame_cast
+    ws = communicator(domain, cookie)
+    assert (await ws.connect())[0]
+    depth = settings.CUBEAI_MAX_JSON_DEPTH + 1
+    deep = '{"type": "chat", "extra": ' + "[" * depth + "]" * depth + "}"
+    await ws.send_to(text_data=deep)
+    error = await ws.receive_json_from(timeout=10)
+    assert (error["type"], error["status"], error["code"]) == ("error", 400, "invalid_json")
+    assert f"at most {settings.CUBEAI_MAX_JSON_DEPTH} levels" in error["message"]
+    for field, value, expected, got in [
+        ("max_tokens", "5", "an integer", "a string"),
+        ("temperature", "0.5", "a decimal", "a string"),
+        ("model", 7, "a string", "an integer"),
+    ]:
+        await ws.send_json_to(chat_frame("x", **{field: value}))
+        error = await ws.receive_json_from(timeout=10)
+        assert error == {
+            "type": "error",
+            "id": None,
+            "status": 400,
+            "code": "invalid_type",
+            "message": f"Invalid type for '{field}': expected {expected}, but got {got} instead.",
+            "param": field,
+        }
+    await ws.disconnect()

@@ -130,3 +130,72 @@ def test_an_ipv6_client_is_counted_by_its_64_block(db, settings):
     # Without an address (an internal caller) nothing is counted or refused.
     with pytest.raises(AuthenticationFailed):
         services.token_authenticate(made_up_token())
+
+
+@pytest.fixture
+def unparseable_bucket():
+    """The shared counter of unparseable addresses, empty for this test."""
+    from django.core.cache import cache
+
+    key = f"authfail:{throttle.UNPARSEABLE}:{throttle._window()[0]}"
+    cache.delete(key)
+    yield
+    cache.delete(key)
+
+
+@pytest.mark.parametrize("unparseable", ["x", "", "10.0.0.1, 10.0.0.2"])
+def test_an_address_that_does_not_parse_is_counted_in_one_shared_bucket(
+    db, settings, unparseable, unparseable_bucket
+):
+    # Found by an audit: such an address was neither counted nor refused, so a client that
+    # could choose its forwarded address ("X-Forwarded-For: x") had no limit at all.
+    settings.CUBEAI_AUTH_FAILURES_PER_MINUTE = 2
+    for other in ("not-an-address", "::zz"):
+        with pytest.raises(AuthenticationFailed):
+            services.token_authenticate(made_up_token(), client_ip=other)
+    with pytest.raises(throttle.TooManyFailures) as refused:
+        services.token_authenticate(made_up_token(), client_ip=unparseable)
+    assert refused.value.headers["Retry-After"] == "55"
+
+
+def test_a_client_naming_a_made_up_address_is_limited_on_the_openai_api(
+    client, domain, settings, unparseable_bucket
+):
+    settings.CUBEAI_AUTH_FAILURES_PER_MINUTE = 2
+    url = f"/proxy/{domain.pk}/v1/models"
+    bad = {"HTTP_AUTHORIZATION": f"Bearer {made_up_token()}", "REMOTE_ADDR": "x"}
+    assert [client.get(url, **bad).status_code for _ in range(2)] == [401, 401]
+    limited = client.get(url, **bad)
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "55"
+    assert limited.json()["error"]["code"] == "too_many_failed_authentications"
+
+
+@pytest.mark.parametrize("page", ["/signin/", "/admin/login/"])
+def test_failed_password_sign_ins_are_limited_per_address(client, alice, settings, address, page):
+    # Found by an audit: the README said failed sign-ins were counted per client; the two
+    # password forms counted nothing.
+    from tests.conftest import PASSWORD
+
+    alice.is_staff = True
+    alice.save(update_fields=["is_staff"])
+    settings.CUBEAI_AUTH_FAILURES_PER_MINUTE = 2
+    wrong = {"username": "alice@example.com", "password": "wrong-password"}
+    for _ in range(2):
+        refused = client.post(page, wrong, REMOTE_ADDR=address)
+        assert refused.status_code == 200
+        assert "correct email" in refused.content.decode()
+    # Over the limit even the right password is refused, before it is checked.
+    right = {"username": "alice@example.com", "password": PASSWORD}
+    limited = client.post(page, right, REMOTE_ADDR=address)
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "55"
+    assert "Too many failed authentications from your address" in limited.content.decode()
+    assert "_auth_user_id" not in client.session
+    # The failures counted against the address are those of the API too.
+    api = client.get("/api/domains/", HTTP_AUTHORIZATION="Bearer x", REMOTE_ADDR=address)
+    assert api.status_code == 429
+    # Another address signs in.
+    signed_in = client.post(page, right, REMOTE_ADDR="192.0.2.78")
+    assert signed_in.status_code == 302
+    assert client.session["_auth_user_id"] == str(alice.pk)

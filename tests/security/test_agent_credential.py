@@ -50,6 +50,7 @@ def test_the_agent_process_refuses_requests_without_the_platforms_credential(tmp
     assert allowed.status_code == 200
     assert allowed.json() == {"object": "list", "data": []}
     assert health.status_code == 200 and attestation.status_code == 200
+    assert health.json() == {"status": "ok"}
     assert log.count("refused ") == len(refused)
     assert "refused POST /v1/chat/completions from 127.0.0.1: no credential" in log
     assert wrong not in log and AGENT_CREDENTIAL not in log

@@ -6,13 +6,15 @@ This walks every URL pattern of the project — pages, the admin, the management
 DRF routers and the OpenAI-compatible API's ninja routes — and asks each one, with every
 method it serves, as: a token holding each single scope, a token with every scope, a staff
 user's token with every scope, and no credential. What each gets is derived from the route's
-rule in `ROUTES`; a route (or a DRF method) missing from the table fails the test, so a new
-route cannot be added without saying who may use it.
+rule in `ROUTES`; a route (or a method a DRF view or a ninja path operation serves) missing
+from the table fails the test, so a new route cannot be added without saying who may use it.
+Every WebSocket route is asked too: a token is no session there.
 """
 
 from __future__ import annotations
 
 import datetime
+import inspect
 import re
 from dataclasses import dataclass, field
 
@@ -331,6 +333,34 @@ def drf_methods(pattern: URLPattern) -> set[str] | None:
     return {m.upper() for m in ("get", "post", "put", "patch", "delete") if hasattr(view_class, m)}
 
 
+# The views that serve no method of their own: OpenAI's 405 for the other methods on a known
+# path, and the 404 of an unknown path under a domain's /v1/.
+REFUSING_VIEWS = {"not_allowed", "not_allowed_model", "not_allowed_job", "unknown_route"}
+
+
+def ninja_methods(pattern: URLPattern) -> tuple[set[str], set[str]] | None:
+    """The methods a ninja route serves with a view of its own, and those it refuses (405/404)
+    (None for other views). Ninja routes every method of a path to one `PathView`, which
+    holds the path's operations; the view function closes over it."""
+    from ninja.operation import PathView
+
+    callback = pattern.callback
+    if not inspect.isfunction(callback):
+        return None
+    path_view = inspect.getclosurevars(callback).nonlocals.get("self")
+    if not isinstance(path_view, PathView):
+        return None
+    served, refused = set(), set()
+    for operation in path_view.operations:
+        refusing = operation.view_func.__name__ in REFUSING_VIEWS
+        (refused if refusing else served).update(operation.methods)
+    return served, refused
+
+
+def is_refusal(rule: Rule) -> bool:
+    return rule.kind == "public" and rule.ok in (404, 405)
+
+
 @dataclass
 class Cast:
     domain_id: str
@@ -416,6 +446,24 @@ def test_every_route_has_a_rule_for_every_method_it_serves():
             assert methods == set(ROUTES[route]), f"{route}: methods served vs. rules"
 
 
+def test_every_ninja_route_serves_exactly_the_methods_its_rules_name():
+    # The table's methods of the OpenAI-compatible API are those its path operations serve:
+    # a method added to an operation cannot go without a rule, nor a rule outlive its method.
+    checked = 0
+    for route, pattern in walk():
+        methods = ninja_methods(pattern)
+        if methods is None:
+            continue
+        served, refused = methods
+        rules = ROUTES[route]
+        assert served == {m for m, rule in rules.items() if not is_refusal(rule)}, route
+        assert not served & refused, route
+        # What the table asks as a refusal is one of the path's refusing views.
+        assert {m for m, rule in rules.items() if is_refusal(rule)} <= refused, route
+        checked += 1
+    assert checked >= 15
+
+
 def test_what_each_credential_gets_on_every_route(client, cast, settings):
     # This is about rights, not rates: the limiter counts in process memory here, since
     # Django's test client runs each async request on an event loop of its own, and the
@@ -486,3 +534,47 @@ def test_a_staff_members_token_cannot_change_an_attestation_policy(client, cast)
     assert response.status_code == 403
     assert response.json()["detail"] == "Only platform staff, signed in, can do this."
     assert not AttestationPolicy.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_no_websocket_route_takes_a_token_instead_of_a_session():
+    # Every WebSocket route serves signed-in browsers only: a token with every scope, of the
+    # domain's owner, is refused at the handshake; the owner's session is let in.
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+    from django.conf import settings as django_settings
+    from django.test import Client
+
+    from cubeai.asgi import application
+    from cubeai.routing import websocket_urlpatterns
+
+    def make() -> tuple[str, str, str]:
+        owner = User.objects.create_user("ws-owner@example.com", "pw-walk-123456")
+        domain = services.domain_create(creator=owner, name="Sockets", route="sockets")
+        token = token_services.token_issue(
+            owner=owner,
+            name="ws",
+            scopes=sorted(p.ALL),
+            expires_at=timezone.now() + datetime.timedelta(days=1),
+            domains=[domain],
+        )[1]
+        browser = Client()
+        browser.force_login(owner)
+        return str(domain.pk), token, browser.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+    domain_id, token, cookie = await sync_to_async(make)()
+    base = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+    session = (b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={cookie}".encode())
+    checked = []
+    for pattern in websocket_urlpatterns:
+        path = fill(str(pattern.pattern), {"domain_id": domain_id})
+        bearer = WebsocketCommunicator(
+            application, path, headers=[*base, (b"authorization", f"Bearer {token}".encode())]
+        )
+        connected, code = await bearer.connect()
+        assert not connected and code in (4401, 4404), (path, code)
+        browser = WebsocketCommunicator(application, path, headers=[*base, session])
+        assert (await browser.connect())[0], path
+        await browser.disconnect()
+        checked.append(path)
+    assert len(checked) == len(websocket_urlpatterns) >= 2
