@@ -249,7 +249,7 @@ def test_a_spent_budget_answers_insufficient_quota_and_the_page_shows_100_percen
         warnings = committed(
             lambda: list(
                 AuditEvent.objects.filter(
-                    domain_id=pair.domain_id, action="quota.warning", target="token"
+                    domain_id=pair.domain_id, action="quota.warning", target=f"token {token_id}"
                 ).values("details")
             )
         )
