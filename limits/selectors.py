@@ -120,3 +120,15 @@ def token_limits_list(*, domain: Domain) -> list[dict]:
             }
         )
     return found
+
+
+def token_budgets(*, domain: Domain, owner) -> list[dict]:
+    """The owner's tokens that have a monthly budget in the domain (their own or the
+    domain's per-token one), each with its budget used and left this month."""
+    found = []
+    for token in domain_tokens(domain=domain).filter(owner=owner):
+        limit = gate.resolve(str(domain.pk), token.pk).token_budget
+        if limit:
+            budget = _budget(limit, budget_used(domain.pk, token.pk))
+            found.append({"token": token.pk, "token_name": token.name, "budget": budget.as_dict()})
+    return found

@@ -76,3 +76,21 @@ def test_the_80_percent_warning_names_the_token(domain, tokens):
     assert warning.details["token_id"] == token.pk
     assert warning.details["token_name"] == "ci"
     assert warning.details["scope"] == "token" and warning.details["used"] == 85
+
+
+def test_the_usage_page_shows_the_domain_budget_and_the_callers_token_budgets(
+    client, alice, domain, tokens
+):
+    DomainLimits.objects.create(
+        domain=domain, monthly_token_budget=1000, token_monthly_token_budget=100
+    )
+    async_to_sync(_charge)(str(domain.pk), tokens["ci"].pk, 60)
+    client.force_login(alice)
+    html = client.get(f"/domains/{domain.pk}/usage/").content.decode()
+    panel = html[html.index('id="usage-budgets"') :]
+    assert "<span>This domain</span>" in panel
+    assert "<strong>940 left</strong><small>60 of 1000 used (6.0 %)</small>" in panel
+    assert "<span>Your token “ci”</span>" in panel
+    assert "<strong>40 left</strong><small>60 of 100 used (60.0 %)</small>" in panel
+    # Bob's token is his, not the caller's.
+    assert "laptop" not in panel

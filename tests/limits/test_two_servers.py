@@ -6,6 +6,7 @@ both, a lowered limit shows within the documented delay, a spent budget answers
 
 import datetime
 import json
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -243,6 +244,15 @@ def test_a_spent_budget_answers_insufficient_quota_and_the_page_shows_100_percen
     rows = session.get(f"/api/domains/{pair.domain_id}/limits/tokens/").json()
     (row,) = [r for r in rows if r["token"] == token_id]
     assert row["budget"]["percent"] == 100.0 and row["budget"]["remaining"] == 0
+    # The usage page shows the spent budget as 100 %.
+    html = session.get(f"/domains/{pair.domain_id}/usage/").text
+    panel = html[html.index('id="usage-budgets"') :]
+    spent = re.search(
+        rf"<span>Your token “{row['token_name']}”</span>\s*"
+        r"<strong>0 left</strong><small>(\d+) of 40 used \(100.0 %\)</small>",
+        panel,
+    )
+    assert spent and int(spent.group(1)) >= 40, panel[:1500]
     # The 80 % warning was recorded once, off the request path.
     deadline = time.monotonic() + 10
     while True:
