@@ -671,7 +671,7 @@ async def _relay(
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The backend's fault (a client that went away is a cancellation, not this).
         status = 504 if isinstance(exc, TimeoutError) else 502
-        registry.breaker(call.target.id).failure(time.monotonic())
+        upstream.breaker_failure(call.target)
         raise UpstreamFailed("The backend stream failed or stalled.") from None
     finally:
         if not call.relayed:

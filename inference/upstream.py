@@ -201,7 +201,6 @@ async def open_response(
             asyncio.get_running_loop().time() + settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
         )
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
-        breaker = registry.breaker(target.id)
         if not registry.started(target.id):
             continue  # a half-open breaker whose one probe is already out
         began = time.monotonic()
@@ -217,8 +216,7 @@ async def open_response(
                 )
         except NOT_ACCEPTED as exc:
             registry.finished(target.id)
-            breaker.failure(time.monotonic())
-            _breaker_state(target, breaker)
+            breaker_failure(target)
             last_error = type(exc).__name__
             log.warning("backend %s could not be reached: %s", target.name, last_error)
             if isinstance(exc, aiohttp.ServerFingerprintMismatch):
@@ -226,7 +224,7 @@ async def open_response(
             continue
         except (aiohttp.ClientError, TimeoutError) as exc:
             registry.finished(target.id)
-            breaker.failure(time.monotonic())
+            breaker_failure(target)
             log.warning("backend %s failed after the request: %s", target.name, type(exc).__name__)
             if isinstance(exc, TimeoutError):
                 raise UpstreamTimeout() from None
@@ -237,16 +235,15 @@ async def open_response(
             raise
         if response.status in RETRYABLE_STATUS and attempt + 1 < min(len(candidates), 2):
             registry.finished(target.id)
-            breaker.failure(time.monotonic())
+            breaker_failure(target)
             last_error = f"HTTP {response.status}"
             response.release()
             continue
         if response.status >= 500:
-            breaker.failure(time.monotonic())
+            breaker_failure(target)
         else:
-            breaker.success()
+            breaker_success(target)
         metrics.UPSTREAM_SECONDS.labels(target.name).observe(time.monotonic() - began)
-        _breaker_state(target, breaker)
         return target, upstream_model, response
     raise NoBackend(
         "No backend could serve this request right now; please retry.",
@@ -254,8 +251,23 @@ async def open_response(
     )
 
 
+def breaker_failure(target: Target) -> None:
+    """Count a backend fault against its breaker, and publish the breaker's state."""
+    breaker = registry.breaker(target.id)
+    breaker.failure(time.monotonic())
+    _breaker_state(target, breaker)
+
+
+def breaker_success(target: Target) -> None:
+    """An answer from the backend: its breaker closes; publish that."""
+    breaker = registry.breaker(target.id)
+    breaker.success()
+    _breaker_state(target, breaker)
+
+
 def _breaker_state(target: Target, breaker) -> None:
-    metrics.BREAKER_OPEN.labels(target.name).set(0 if breaker.allows(time.monotonic()) else 1)
+    # 1 from the moment it trips until an answer closes it again (open or half-open).
+    metrics.BREAKER_OPEN.labels(target.name).set(0 if breaker.state == "closed" else 1)
 
 
 def done(target: Target | None) -> None:
@@ -289,7 +301,7 @@ async def exchange(
         yield response
     except (aiohttp.ClientError, TimeoutError) as exc:
         # Reading the answer failed or ran past the total timeout: the backend's fault.
-        registry.breaker(target.id).failure(time.monotonic())
+        breaker_failure(target)
         raise (UpstreamTimeout() if isinstance(exc, TimeoutError) else UpstreamFailed()) from None
     finally:
         response.release()

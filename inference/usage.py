@@ -217,14 +217,34 @@ def _add(into: dict, row: dict) -> None:
 
 def usage_report(*, domain: Domain, user_id: int | None, period: Period) -> dict:
     """Everything the usage page and API show: totals, a series per day (every day of the
-    period, zeros included), and breakdowns by model, by token and by member.
-
-    Two grouped reads of the aggregates (per day; per model, token and member), whatever
-    the traffic; the totals and the three breakdowns are summed from them in Python.
-    """
+    period, zeros included), and breakdowns by model, by token and by member."""
     rows = usage_daily(domain=domain, user_id=user_id, period=period)
+    report = _report(
+        rows,
+        period,
+        by=("model", "token_id", "user_id") if user_id is None else ("model", "token_id"),
+    )
+    report["scope"] = "own" if user_id is not None else "domain"
+    return report
+
+
+def token_usage_report(*, token_id: int, period: Period) -> dict:
+    """One token's usage in every domain it was used in (the profile page's per-token view):
+    the usage page's totals and series, with breakdowns by domain and by model."""
+    rows = UsageDaily.objects.filter(token_id=token_id, day__range=(period.start, period.end))
+    report = _report(rows, period, by=("domain_id", "model"))
+    report["scope"] = "token"
+    return report
+
+
+def _report(rows: QuerySet[UsageDaily], period: Period, *, by: tuple[str, ...]) -> dict:
+    """Totals, the daily series and a breakdown per field of `by` over some aggregates.
+
+    Two grouped reads of the aggregates (per day; per the fields of `by`), whatever the
+    traffic; the totals and the breakdowns are summed from them in Python.
+    """
     per_day = {row["day"]: row for row in rows.values("day").annotate(**_sums()).order_by()}
-    groups = list(rows.values("model", "token_id", "user_id").annotate(**_sums()).order_by())
+    groups = list(rows.values(*by).annotate(**_sums()).order_by())
     totals: dict = {}
     series = []
     for offset in range(period.days):
@@ -234,6 +254,8 @@ def usage_report(*, domain: Domain, user_id: int | None, period: Period) -> dict
         series.append({"day": day.isoformat(), **_measures(row)})
 
     def breakdown(field: str) -> list[dict]:
+        if field not in by:
+            return []
         summed: dict = {}
         for group in groups:
             _add(summed.setdefault(group[field], {}), group)
@@ -249,24 +271,33 @@ def usage_report(*, domain: Domain, user_id: int | None, period: Period) -> dict
     for row in by_token:
         row["token_name"] = _token_label(row["token_id"], names)
         row["token_id"] = row["token_id"] or None
-    by_member = []
-    if user_id is None:
-        by_member = breakdown("user_id")
-        emails = _member_names(row["user_id"] for row in by_member)
-        for row in by_member:
-            row["member"] = emails.get(row["user_id"], "(removed user)")
-            row["user_id"] = row["user_id"] or None
-    return {
+    by_member = breakdown("user_id")
+    emails = _member_names(row["user_id"] for row in by_member)
+    for row in by_member:
+        row["member"] = emails.get(row["user_id"], "(removed user)")
+        row["user_id"] = row["user_id"] or None
+    by_domain = breakdown("domain_id")
+    domain_names = dict(
+        Domain.objects.filter(pk__in=[row["domain_id"] for row in by_domain]).values_list(
+            "pk", "name"
+        )
+    )
+    for row in by_domain:
+        row["domain_name"] = domain_names.get(row["domain_id"], "(deleted domain)")
+        row["domain_id"] = str(row["domain_id"])
+    report = {
         "start": period.start.isoformat(),
         "end": period.end.isoformat(),
         "days": period.days,
-        "scope": "own" if user_id is not None else "domain",
         "totals": _measures(totals),
         "series": series,
         "by_model": by_model,
         "by_token": by_token,
         "by_member": by_member,
     }
+    if "domain_id" in by:
+        report["by_domain"] = by_domain
+    return report
 
 
 def usage_export_rows(*, domain: Domain, user_id: int | None, period: Period) -> list[dict]:

@@ -125,6 +125,22 @@ def _usage_scope(request: HttpRequest) -> int | None:
     return selectors.usage_reader(domain=request.domain, user_id=request.user.pk)
 
 
+def usage_context(form: UsagePeriodForm, report: dict) -> dict:
+    """What `inference/_usage_summary.html` and the breakdown tables need: the period picker,
+    the charts and the rows with their shares (the domain's usage page, a token's usage)."""
+    return {
+        "form": form,
+        "report": report,
+        "charts": charts.usage_charts(report["series"]),
+        "by_model": charts.shares(report["by_model"]),
+        "by_token": charts.shares(report["by_token"]),
+        "by_member": charts.shares(report["by_member"]),
+        "by_domain": charts.shares(report.get("by_domain", [])),
+        "choices": UsagePeriodForm.DAYS,
+        "query": f"start={report['start']}&end={report['end']}",
+    }
+
+
 @domain_page(permissions.USAGE_READ)
 @require_GET
 def domain_usage(request: HttpRequest) -> HttpResponse:
@@ -134,17 +150,7 @@ def domain_usage(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "inference/usage.html",
-        {
-            "domain": request.domain,
-            "form": form,
-            "report": report,
-            "charts": charts.usage_charts(report["series"]),
-            "by_model": charts.shares(report["by_model"]),
-            "by_token": charts.shares(report["by_token"]),
-            "by_member": charts.shares(report["by_member"]),
-            "choices": UsagePeriodForm.DAYS,
-            "query": f"start={period.start.isoformat()}&end={period.end.isoformat()}",
-        },
+        {"domain": request.domain, **usage_context(form, report)},
         status=400 if form.errors else 200,
     )
 

@@ -61,6 +61,8 @@ class Quota:
     cost: int
     scope: str
     warned_key: str
+    # Whose budget a "token" quota is: the token id, or `u<user id>` for a browser session.
+    holder: str = ""
 
 
 @dataclass(slots=True)

@@ -32,9 +32,45 @@ class DomainLimitsForm(forms.Form):
     )
 
 
+def _token_field() -> forms.TypedChoiceField:
+    return forms.TypedChoiceField(
+        label="Token",
+        coerce=int,
+        help_text="A token of a member of this domain that may act in it.",
+        error_messages={"invalid_choice": "Choose a token that may act in this domain."},
+    )
+
+
+def _token_choices(domain) -> list[tuple[int | str, str]]:
+    from limits.selectors import domain_tokens
+
+    tokens = [(t.pk, f"{t.name} ({t.owner.email})") for t in domain_tokens(domain=domain)]
+    return [("", "Choose a token"), *tokens]
+
+
 class TokenLimitsForm(forms.Form):
-    token = forms.IntegerField(label="Token id", help_text="A token of a member of this domain.")
+    token = _token_field()
     requests_per_minute = _number("Requests per minute", "Empty: the domain's per-token value.")
     tokens_per_minute = _number("Tokens per minute", "")
     concurrent_streams = _number("Concurrent streams", "")
     monthly_token_budget = _number("Monthly token budget", "Empty: none.")
+
+    def __init__(self, *args, domain, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["token"].choices = _token_choices(domain)
+
+
+class TokenLimitsClearForm(forms.Form):
+    """Return one token to the domain's per-token values (its own limits removed)."""
+
+    token = _token_field()
+
+    def __init__(self, *args, domain, **kwargs):
+        super().__init__(*args, **kwargs)
+        from limits.models import TokenLimits
+
+        own = TokenLimits.objects.filter(domain=domain).select_related("token")
+        self.fields["token"].choices = [(row.token_id, row.token.name) for row in own]
+        self.fields["token"].error_messages["invalid_choice"] = (
+            "This token has no limits of its own in this domain."
+        )

@@ -199,6 +199,7 @@ def plan_for(
     ]
     quotas[0].warned_key = budget_keys(domain_id)[1]
     quotas[1].warned_key = budget_keys(domain_id, token_id)[1]
+    quotas[1].holder = str(token_id)
     streams = None
     if stream:
         member = uuid.uuid4().hex
@@ -399,17 +400,37 @@ async def settle(ticket: Ticket, *, total_tokens: int, domain_id: str) -> None:
         if used:
             from inference import metering
 
+            target, holder = await _warning_holder(quota)
             metering.audit(
                 domain_id=domain_id,
                 action="quota.warning",
-                target=quota.scope,
+                target=target,
                 details={
                     "scope": quota.scope,
+                    **holder,
                     "budget": quota.budget,
                     "used": used,
                     "month": month(),
                 },
             )
+
+
+def _token_name(token_id: int) -> str:
+    from tokens.models import Token
+
+    return Token.objects.filter(pk=token_id).values_list("name", flat=True).first() or ""
+
+
+async def _warning_holder(quota: Quota) -> tuple[str, dict]:
+    """The audit target and details naming whose budget crossed 80 %: the domain, a token
+    (id and name: one read, at most once a month per token) or a browser session's user."""
+    if quota.scope != "token" or not quota.holder:
+        return quota.scope, {}
+    if quota.holder.startswith("u"):
+        return f"user {quota.holder[1:]}", {"user_id": int(quota.holder[1:])}
+    token_id = int(quota.holder)
+    name = await offpath.run("auth", _token_name, token_id)
+    return f"token {token_id}", {"token_id": token_id, "token_name": name}
 
 
 _settling: set[asyncio.Task] = set()

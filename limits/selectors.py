@@ -3,6 +3,7 @@
 from dataclasses import asdict, dataclass
 
 from asgiref.sync import async_to_sync
+from django.db.models import Q, QuerySet
 
 from domains.models import Domain
 from limits import gate
@@ -72,22 +73,62 @@ def domain_limits(*, domain: Domain) -> dict:
     }
 
 
+def domain_tokens(*, domain: Domain) -> QuerySet:
+    """The active tokens that may act in the domain: its members' tokens for all their
+    domains or naming this one, by name."""
+    from domains.models import Membership
+    from tokens.models import Token
+
+    members = Membership.objects.filter(domain=domain).values("user_id")
+    return (
+        Token.objects.active()
+        .filter(owner_id__in=members)
+        .filter(Q(all_domains=True) | Q(domains=domain))
+        .distinct()
+        .select_related("owner")
+        .order_by("name", "pk")
+    )
+
+
 def token_limits_list(*, domain: Domain) -> list[dict]:
-    rows = TokenLimits.objects.filter(domain=domain).select_related("token").order_by("token_id")
+    """Tokens with their own limits in the domain, and, while the domain sets a per-token
+    monthly budget, every other token that may act in it too (`own_limits` false): each
+    with its effective budget, used and remaining this month."""
+    rows = {
+        row.token_id: row
+        for row in TokenLimits.objects.filter(domain=domain).select_related("token")
+    }
+    tokens = {row.token_id: row.token for row in rows.values()}
+    if gate.resolve(str(domain.pk), 0).token_budget:
+        tokens.update({token.pk: token for token in domain_tokens(domain=domain)})
     found = []
-    for row in rows:
-        effective = gate.resolve(str(domain.pk), row.token_id)
+    for token_id in sorted(tokens):
+        row = rows.get(token_id)
+        effective = gate.resolve(str(domain.pk), token_id)
         found.append(
             {
-                "token": row.token_id,
-                "token_name": row.token.name,
-                "requests_per_minute": row.requests_per_minute,
-                "tokens_per_minute": row.tokens_per_minute,
-                "concurrent_streams": row.concurrent_streams,
-                "monthly_token_budget": row.monthly_token_budget,
+                "token": token_id,
+                "token_name": tokens[token_id].name,
+                "own_limits": row is not None,
+                "requests_per_minute": row.requests_per_minute if row else None,
+                "tokens_per_minute": row.tokens_per_minute if row else None,
+                "concurrent_streams": row.concurrent_streams if row else None,
+                "monthly_token_budget": row.monthly_token_budget if row else None,
                 "budget": _budget(
-                    effective.token_budget, budget_used(domain.pk, row.token_id)
+                    effective.token_budget, budget_used(domain.pk, token_id)
                 ).as_dict(),
             }
         )
+    return found
+
+
+def token_budgets(*, domain: Domain, owner) -> list[dict]:
+    """The owner's tokens that have a monthly budget in the domain (their own or the
+    domain's per-token one), each with its budget used and left this month."""
+    found = []
+    for token in domain_tokens(domain=domain).filter(owner=owner):
+        limit = gate.resolve(str(domain.pk), token.pk).token_budget
+        if limit:
+            budget = _budget(limit, budget_used(domain.pk, token.pk))
+            found.append({"token": token.pk, "token_name": token.name, "budget": budget.as_dict()})
     return found

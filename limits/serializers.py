@@ -53,4 +53,7 @@ class TokenLimitsIn(serializers.Serializer):
 class TokenLimitsOut(TokenLimitsIn):
     token = serializers.IntegerField()
     token_name = serializers.CharField()
+    own_limits = serializers.BooleanField(
+        help_text="False: listed for the domain's per-token budget, no limits of its own."
+    )
     budget = BudgetOut()

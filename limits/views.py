@@ -9,7 +9,7 @@ from cubeai.exceptions import PermissionDenied
 from domains import permissions
 from domains.decorators import domain_page, form_service
 from limits import selectors, services
-from limits.forms import DomainLimitsForm, TokenLimitsForm
+from limits.forms import DomainLimitsForm, TokenLimitsClearForm, TokenLimitsForm
 
 
 def _context(request: HttpRequest, **forms) -> dict:
@@ -20,7 +20,7 @@ def _context(request: HttpRequest, **forms) -> dict:
         "tokens": selectors.token_limits_list(domain=request.domain),
         "can_manage": permissions.DOMAIN_MANAGE in request.granted,
         "domain_form": DomainLimitsForm(initial=overview["configured"]),
-        "token_form": TokenLimitsForm(),
+        "token_form": TokenLimitsForm(domain=request.domain),
     }
     context.update(forms)
     return context
@@ -32,8 +32,21 @@ def domain_limits(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if permissions.DOMAIN_MANAGE not in request.granted:
             raise PermissionDenied("Changing limits needs the domain:manage permission.")
+        if request.POST.get("form") == "token_clear":
+            form = TokenLimitsClearForm(request.POST, domain=request.domain)
+            if form.is_valid():
+                token_id = form.cleaned_data["token"]
+                services.token_limits_clear(
+                    actor=request.actor, domain=request.domain, token_id=token_id
+                )
+                name = dict(form.fields["token"].choices)[token_id]
+                messages.success(request, f"“{name}” now has the domain's per-token limits.")
+                return redirect("domain_limits", domain_id=request.domain.pk)
+            for errors in form.errors.values():
+                messages.error(request, " ".join(errors))
+            return render(request, "limits/limits.html", _context(request), status=400)
         if request.POST.get("form") == "token":
-            form = TokenLimitsForm(request.POST)
+            form = TokenLimitsForm(request.POST, domain=request.domain)
             saved = form.is_valid() and form_service(
                 form,
                 lambda: services.token_limits_set(

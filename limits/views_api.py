@@ -29,6 +29,9 @@ class DomainLimitsView(DomainAPIView):
 
 
 class TokenLimitsListView(DomainAPIView):
+    """Tokens with their own limits; while the domain sets a per-token monthly budget,
+    every token that may act in the domain, each with its budget left this month."""
+
     serializer_class = TokenLimitsOut
     permission_by_method = {"GET": permissions.USAGE_READ}
 

@@ -1,4 +1,5 @@
-"""Profile → Personal Access Tokens: list, create, rotate, revoke and delete.
+"""Profile → Personal Access Tokens: list, create, rotate, revoke and delete, and each
+token's usage.
 
 Each view parses the form, calls `tokens.services` and renders. A new secret follows
 post/redirect/get: the POST that made it keeps it in the session under the token's id and
@@ -16,6 +17,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from cubeai.exceptions import Conflict
 from domains.models import Domain
+from inference import usage
+from inference.forms import UsagePeriodForm
+from inference.views import usage_context
 from tokens import services
 from tokens.forms import TokenCreateForm, TokenRotateForm
 from tokens.models import Token
@@ -88,6 +92,21 @@ def token_list(request: HttpRequest) -> HttpResponse:
     )
     add_never_cache_headers(response)
     return response
+
+
+@login_required
+@require_GET
+def token_usage(request: HttpRequest, pk: int) -> HttpResponse:
+    """One token's usage across every domain it was used in, from the daily aggregates."""
+    token = _owned(request, pk)
+    form = UsagePeriodForm(request.GET or None)
+    report = usage.token_usage_report(token_id=token.pk, period=form.period())
+    return render(
+        request,
+        "tokens/usage.html",
+        {"token": token, **usage_context(form, report)},
+        status=400 if form.errors else 200,
+    )
 
 
 @login_required

@@ -107,3 +107,42 @@ def test_a_client_cannot_choose_the_address_the_web_nodes_see(compose) -> None:
         # can reach the web nodes: they publish no port.
         assert not web.get("ports")
     assert compose["services"]["lb"]["ports"]
+
+
+@pytest.mark.parametrize("name", ["web", "worker"])
+def test_each_node_adds_up_its_processes_metrics_from_a_folder_emptied_at_start(
+    compose, name, tmp_path
+) -> None:
+    # Two uvicorn workers (and a worker's prefork children) each keep their own samples: only
+    # prometheus-client's multiprocess mode makes one scrape count them all, and files left by
+    # processes from before a restart must not be added in again.
+    service = compose["services"][name]
+    folder = service["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert folder.startswith("/tmp/")  # the container's own, not the shared data volume
+    assert not any(folder.startswith(target) for target in mounts(service))
+    line = command(service)
+    script = re.fullmatch(r"sh -c '(.*)'", line.strip(), re.S).group(1).replace("$$", "$")
+    setup, program = script.split("exec ", 1)
+    assert program.split()[0] == ("uvicorn" if name == "web" else "celery")
+    stale = tmp_path / "metrics"
+    stale.mkdir()
+    (stale / "counter_123.db").write_text("from a process before the restart")
+    done = subprocess.run(
+        ["sh", "-c", setup + "exec true"],
+        env={"PROMETHEUS_MULTIPROC_DIR": str(stale), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert stale.is_dir() and not list(stale.iterdir())
+
+
+def test_metrics_need_the_token_from_the_env_file_and_the_worker_serves_its_own(compose) -> None:
+    web, worker = compose["services"]["web"], compose["services"]["worker"]
+    assert "--workers 2" in command(web)
+    assert len(web["environment"]["CUBEAI_METRICS_TOKEN"]) >= 32
+    assert worker["environment"]["CUBEAI_METRICS_WORKER_PORT"] == "9100"
+    assert worker["environment"]["CUBEAI_METRICS_WORKER_HOST"] == "0.0.0.0"
+    readme = (DEPLOY / "README.md").read_text()
+    section = readme[readme.index("## Metrics") :]
+    for words in ("CUBEAI_METRICS_TOKEN", "PROMETHEUS_MULTIPROC_DIR", "grafana-dashboard.json"):
+        assert words in section

@@ -6,6 +6,7 @@ both, a lowered limit shows within the documented delay, a spent budget answers
 
 import datetime
 import json
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -223,6 +224,56 @@ def test_an_admin_lowers_the_domain_limit_on_the_page_and_both_servers_apply_it(
     committed(lambda: DomainLimits.objects.filter(domain_id=pair.domain_id).delete())
 
 
+RATE_HEADERS = (
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+)
+
+
+def test_a_stream_and_errors_after_admission_carry_the_ratelimit_headers(pair):
+    secret, _ = new_token(pair, requests_per_minute=10, tokens_per_minute=5000)
+    body = {
+        "model": "limits-echo",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "max_tokens": 5,
+    }
+    with httpx.stream(
+        "POST",
+        f"{pair.api(0)}/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {secret}"},
+        timeout=30,
+    ) as streamed:
+        text = "".join(streamed.iter_text())
+    assert streamed.status_code == 200 and "data: [DONE]" in text
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert all(name in streamed.headers for name in RATE_HEADERS), dict(streamed.headers)
+    assert streamed.headers["x-ratelimit-limit-requests"] == "10"
+    assert streamed.headers["x-ratelimit-remaining-requests"] == "9"
+    assert streamed.headers["x-ratelimit-limit-tokens"] == "5000"
+    assert int(streamed.headers["x-ratelimit-remaining-tokens"]) < 5000  # reserved up front
+
+    # A model the domain does not have: refused after admission, a 404 with the headers.
+    unknown = chat(pair, 1, secret, model="no-such-model")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+    assert all(name in unknown.headers for name in RATE_HEADERS), dict(unknown.headers)
+    assert unknown.headers["x-ratelimit-remaining-requests"] == "8"
+
+    # A capability the model lacks: a 400 naming the parameter, with the headers.
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    unsupported = chat(pair, 0, secret, tools=tools)
+    assert unsupported.status_code == 400
+    assert unsupported.json()["error"]["param"] == "tools"
+    assert all(name in unsupported.headers for name in RATE_HEADERS), dict(unsupported.headers)
+    assert unsupported.headers["x-ratelimit-remaining-requests"] == "7"
+
+
 def test_a_spent_budget_answers_insufficient_quota_and_the_page_shows_100_percent(pair):
     secret, token_id = new_token(pair, monthly_token_budget=40)
     codes = []
@@ -243,13 +294,22 @@ def test_a_spent_budget_answers_insufficient_quota_and_the_page_shows_100_percen
     rows = session.get(f"/api/domains/{pair.domain_id}/limits/tokens/").json()
     (row,) = [r for r in rows if r["token"] == token_id]
     assert row["budget"]["percent"] == 100.0 and row["budget"]["remaining"] == 0
+    # The usage page shows the spent budget as 100 %.
+    html = session.get(f"/domains/{pair.domain_id}/usage/").text
+    panel = html[html.index('id="usage-budgets"') :]
+    spent = re.search(
+        rf"<span>Your token “{row['token_name']}”</span>\s*"
+        r"<strong>0 left</strong><small>(\d+) of 40 used \(100.0 %\)</small>",
+        panel,
+    )
+    assert spent and int(spent.group(1)) >= 40, panel[:1500]
     # The 80 % warning was recorded once, off the request path.
     deadline = time.monotonic() + 10
     while True:
         warnings = committed(
             lambda: list(
                 AuditEvent.objects.filter(
-                    domain_id=pair.domain_id, action="quota.warning", target="token"
+                    domain_id=pair.domain_id, action="quota.warning", target=f"token {token_id}"
                 ).values("details")
             )
         )
