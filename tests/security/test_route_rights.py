@@ -84,6 +84,7 @@ PAGES = (
     "profile/tokens/<int:pk>/rotate/",
     "profile/tokens/<int:pk>/revoke/",
     "profile/tokens/<int:pk>/delete/",
+    "profile/tokens/<int:pk>/usage/",
     "domains/",
     "domains/<uuid:domain_id>/",
     "domains/<uuid:domain_id>/models/",
