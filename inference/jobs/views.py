@@ -74,6 +74,7 @@ def _page(request: HttpRequest, form: JobForm, *, status: int = 200) -> HttpResp
         "domain": request.domain,
         "form": form,
         "jobs": jobs,
+        "max_bytes": settings.CUBEAI_MAX_AUDIO_BYTES,
         "max_mb": settings.CUBEAI_MAX_AUDIO_BYTES / (1024 * 1024),
         "retention_days": settings.CUBEAI_TRANSCRIPTION_RESULT_DAYS,
         "formats": list(formats.FORMATS),

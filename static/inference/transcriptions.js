@@ -2,6 +2,17 @@
 // progress bar, status, backend, error, downloads and transcript as they change.
 (function () {
   "use strict";
+  // A file over the limit is refused here, before it is sent (the server refuses it too).
+  const form = document.getElementById("job-form");
+  if (form) {
+    const input = form.querySelector("input[name=file]");
+    input.addEventListener("change", () => {
+      const file = input.files[0];
+      const tooBig = file && file.size > Number(form.dataset.maxBytes);
+      input.setCustomValidity(tooBig
+        ? "The file is larger than the limit of " + form.dataset.maxMb + " MB." : "");
+    });
+  }
   const root = document.getElementById("jobs");
   if (!root) return;
   const STATUS = {queued: "Queued", running: "Running", succeeded: "Succeeded",
