@@ -61,11 +61,16 @@ class TranscriptionJobsConsumer(AsyncWebsocketConsumer):
             return
         self.checked_at = time.monotonic()
         await self.accept()
-        jobs = await _db(self._recent)()
-        await self._send({"type": "jobs", "jobs": [services.job_object(job) for job in jobs]})
-        if settings.CUBEAI_TRANSCRIPTION_PROGRESS == "layer":
+        layer = settings.CUBEAI_TRANSCRIPTION_PROGRESS == "layer"
+        if layer:
+            # Join the group before reading the jobs: an update sent in between then reaches
+            # this socket (after the list, which it may repeat), rather than being lost.
             self.group = services.group_name(self.domain_id, self.user.pk)
             await self.channel_layer.group_add(self.group, self.channel_name)
+        jobs = await _db(self._recent)()
+        await self._send({"type": "jobs", "jobs": [services.job_object(job) for job in jobs]})
+        if layer:
+            self.follower = asyncio.create_task(self._recheck())
         else:
             active = {job.pk: _state(job) for job in jobs if job.status in Job.ACTIVE}
             self.follower = asyncio.create_task(self._follow(active))
@@ -115,9 +120,18 @@ class TranscriptionJobsConsumer(AsyncWebsocketConsumer):
                 watched[job.pk] = _state(job)
             watched = {pk: state for pk, state in watched.items() if state[0] in Job.ACTIVE}
 
-    async def _still_allowed(self) -> bool:
-        """Membership and permission, again every few seconds; closes the socket if lost."""
-        if time.monotonic() - self.checked_at < RECHECK_SECONDS:
+    async def _recheck(self) -> None:
+        """Membership and permission every RECHECK_SECONDS on the channel layer, where no
+        message may come for a long time (the rows' follower checks as it polls)."""
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            if not await self._still_allowed(now=True):
+                return
+
+    async def _still_allowed(self, *, now: bool = False) -> bool:
+        """Membership and permission, again every few seconds (or `now`); closes the socket
+        if lost."""
+        if not now and time.monotonic() - self.checked_at < RECHECK_SECONDS:
             return True
         try:
             await _db(member_may_follow)(self.user, self.domain_id)

@@ -11,7 +11,7 @@ import asyncio
 
 import orjson
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
@@ -134,8 +134,43 @@ async def test_group_messages_from_the_worker_reach_the_members_socket_only(
     await communicator.disconnect()
 
 
-async def test_a_revoked_membership_closes_the_socket(alice, bob, domain, poll, monkeypatch):
-    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
+async def test_an_update_sent_while_the_socket_reads_its_jobs_is_not_lost(
+    alice, domain, layer, monkeypatch
+):
+    """The worker publishes between the consumer's read of the jobs and the list it sends:
+    the socket is in the group already, so the update follows the list."""
+    job = await make_job(domain, alice)
+    read = consumers.TranscriptionJobsConsumer._recent
+
+    def read_then_the_worker_publishes(consumer):
+        jobs = read(consumer)
+        TranscriptionJob.objects.filter(pk=job.pk).update(status="running", progress=0.3)
+        async_to_sync(progress.publish)(TranscriptionJob.objects.get(pk=job.pk))
+        return jobs
+
+    monkeypatch.setattr(
+        consumers.TranscriptionJobsConsumer, "_recent", read_then_the_worker_publishes
+    )
+    communicator, connected, _ = await connect(alice, domain)
+    assert connected
+    listed = await receive(communicator)
+    assert (listed["type"], listed["jobs"][0]["status"]) == ("jobs", "queued")
+    update = await receive(communicator)
+    assert (update["type"], update["job"]["status"], update["job"]["progress"]) == (
+        "job",
+        "running",
+        0.3,
+    )
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("path", ["poll", "layer"])
+async def test_a_revoked_membership_closes_the_socket(
+    alice, bob, domain, path, request, monkeypatch
+):
+    """On both paths, with no job changing: the channel layer's socket re-checks on its own."""
+    request.getfixturevalue(path)
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.05)
     from domains import permissions, services
 
     member_role = await sync_to_async(services.role_builtin)(name=permissions.MEMBER)
