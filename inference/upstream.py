@@ -187,11 +187,13 @@ async def open_response(
     the model differently.
     """
     last_error = "no backend available"
+    tried: Target | None = None
     wait = settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT if stream else None
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
         breaker = registry.breaker(target.id)
         if not registry.started(target.id):
             continue  # a half-open breaker whose one probe is already out
+        tried = target
         began = time.monotonic()
         try:
             async with asyncio.timeout(wait):
@@ -216,9 +218,9 @@ async def open_response(
             registry.finished(target.id)
             breaker.failure(time.monotonic())
             log.warning("backend %s failed after the request: %s", target.name, type(exc).__name__)
-            if isinstance(exc, TimeoutError):
-                raise UpstreamTimeout() from None
-            raise UpstreamFailed() from None
+            error = UpstreamTimeout() if isinstance(exc, TimeoutError) else UpstreamFailed()
+            error.target = target
+            raise error from None
         except BaseException:
             # The client went away (cancelled): not the backend's fault.
             registry.finished(target.id)
@@ -236,10 +238,12 @@ async def open_response(
         metrics.UPSTREAM_SECONDS.labels(target.name).observe(time.monotonic() - began)
         _breaker_state(target, breaker)
         return target, upstream_model, response
-    raise NoBackend(
+    error = NoBackend(
         "No backend could serve this request right now; please retry.",
         extra={"detail": last_error} if settings.DEBUG else None,
     )
+    error.target = tried
+    raise error
 
 
 def _breaker_state(target: Target, breaker) -> None:

@@ -263,6 +263,9 @@ def test_a_backend_failure_is_retried_with_back_off_then_fails_the_job(jobs_stac
     assert final["status"] == "failed", final
     assert final["attempts"] == 3
     assert final["error"]["code"] == "backend_unavailable", final["error"]
+    # The job records the backend that failed it, as a finished job records the one that served.
+    assert (final["backend"]["name"], final["backend"]["tee_type"]) == ("e2e-dead", "none")
+    assert final["backend"]["confidential"] is False
     # Back-off of 1 s, then 2 s between the three runs.
     assert time.monotonic() - started >= 3
     retrying = [s for s in seen if s["status"] == "queued" and s["error"]]
