@@ -14,11 +14,12 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from cubeai.asgi import application
 from domains.models import Membership
-from inference.jobs import consumers, progress
+from inference.jobs import consumers, progress, storage
 from inference.jobs.models import TranscriptionJob
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -182,3 +183,38 @@ async def test_a_revoked_membership_closes_the_socket(
     closed = await communicator.receive_output(timeout=3)
     assert closed == {"type": "websocket.close", "code": 4403}
     await asyncio.sleep(0)
+
+
+async def test_a_job_made_through_the_api_reaches_the_open_socket_while_queued(
+    alice, domain, layer, pat, settings, monkeypatch, async_client
+):
+    """On the channel layer the API announces a new job at once, so an open page draws it
+    while it waits in the queue, not only once a worker takes it."""
+    from inference.jobs import services as job_services
+    from inference.models import Backend, Deployment, Model
+
+    settings.CUBEAI_ROUTING_REFRESH_SECONDS = 0
+    monkeypatch.setattr(job_services, "send", lambda job_id, **kw: None)  # no worker here
+    backend = await Backend.objects.acreate(
+        name="jobs-api", base_url="http://127.0.0.1:9/v1", allow_not_confidential=True
+    )
+    model = await Model.objects.acreate(name="whisper-tiny.en", tasks=["transcription"])
+    await Deployment.objects.acreate(model=model, backend=backend, upstream_model="w")
+    token = await sync_to_async(pat)(alice)
+    communicator, connected, _ = await connect(alice, domain)
+    assert connected
+    assert (await receive(communicator))["jobs"] == []
+
+    audio = SimpleUploadedFile("from-the-api.wav", b"RIFF\0\0\0\0WAVEfmt " + b"\0" * 2048)
+    response = await async_client.post(
+        f"/proxy/{domain.pk}/v1/audio/transcriptions/jobs",
+        {"file": audio, "model": "whisper-tiny.en"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 202, response.content
+    update = await receive(communicator)
+    assert update["type"] == "job"
+    assert (update["job"]["id"], update["job"]["status"]) == (response.json()["id"], "queued")
+    assert update["job"]["filename"] == "from-the-api.wav"
+    await communicator.disconnect()
+    await sync_to_async(storage.delete)(response.json()["id"])
