@@ -218,3 +218,34 @@ async def test_a_job_made_through_the_api_reaches_the_open_socket_while_queued(
     assert update["job"]["filename"] == "from-the-api.wav"
     await communicator.disconnect()
     await sync_to_async(storage.delete)(response.json()["id"])
+
+
+async def test_following_the_rows_reads_them_once_per_interval_for_all_sockets(
+    alice, domain, poll, monkeypatch
+):
+    """Ten open pages cost one query of the jobs per poll interval, not ten."""
+    from django.db.backends import utils
+
+    job = await make_job(domain, alice, status="running", progress=0.1)
+    queries = []
+    execute = utils.CursorWrapper._execute
+
+    def counting(self, sql, *args):
+        if "transcriptionjob" in sql and sql.lstrip().upper().startswith("SELECT"):
+            queries.append(sql)
+        return execute(self, sql, *args)
+
+    sockets = []
+    for _ in range(10):
+        communicator, connected, _ = await connect(alice, domain)
+        assert connected
+        assert (await receive(communicator))["type"] == "jobs"
+        sockets.append(communicator)
+    monkeypatch.setattr(utils.CursorWrapper, "_execute", counting)
+    await asyncio.sleep(1.0)
+    polls = 1.0 / settings.CUBEAI_TRANSCRIPTION_POLL_SECONDS
+    assert len(queries) <= polls + 3, len(queries)
+    await set_job(job, progress=0.6)
+    for communicator in sockets:
+        assert (await receive(communicator))["job"]["progress"] == 0.6
+    await asyncio.gather(*(communicator.disconnect() for communicator in sockets))
