@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Path, Router, Schema
 from ninja.security.http import HttpBearer
@@ -22,7 +23,7 @@ from inference import access, offpath, pipeline
 from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.context import caller_for
-from inference.errors import InferenceError, RouteNotFound, envelope
+from inference.errors import InferenceError, RequestTooLarge, RouteNotFound, envelope
 from inference.models import Backend
 from inference.multipart import multipart_parse
 from inference.schemas import (
@@ -207,6 +208,9 @@ def audio_upload(request: HttpRequest, *, extra: frozenset[str] = frozenset()):
         raise InferenceError("The `file` field is required.", param="file")
     if upload.size == 0:
         raise InferenceError("The uploaded file is empty.", param="file")
+    if upload.size > settings.CUBEAI_MAX_AUDIO_BYTES:
+        # The body may pass the file's limit by the form around it (`limits.BodyLimit`).
+        raise RequestTooLarge(settings.CUBEAI_MAX_AUDIO_BYTES)
     fields: dict[str, Any] = {}
     model = request.POST.get("model", "").strip()
     if not model:

@@ -30,6 +30,9 @@ class InferenceError(DomainError):
 
     status = 400
     code: str | None = None
+    # The backend (a routing `Target`) that answered, or was last tried, when one was: a
+    # failed job records it.
+    target: Any = None
 
     def __init__(
         self,

@@ -365,6 +365,8 @@ class _recorded:
     async def __aexit__(self, kind, error, traceback) -> bool:
         if isinstance(error, InferenceError):
             error.headers = {**self.call.headers, **error.headers}
+            if error.target is None:
+                error.target = self.call.target
         if isinstance(error, DomainError):
             self.call.record(error.status)
         elif isinstance(error, asyncio.CancelledError):

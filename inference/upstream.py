@@ -200,9 +200,11 @@ async def open_response(
         first_byte_by = (
             asyncio.get_running_loop().time() + settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
         )
+    tried: Target | None = None
     for attempt, (target, upstream_model) in enumerate(candidates[:2]):
         if not registry.started(target.id):
             continue  # a half-open breaker whose one probe is already out
+        tried = target
         began = time.monotonic()
         try:
             async with asyncio.timeout_at(first_byte_by if stream else None):
@@ -226,9 +228,9 @@ async def open_response(
             registry.finished(target.id)
             breaker_failure(target)
             log.warning("backend %s failed after the request: %s", target.name, type(exc).__name__)
-            if isinstance(exc, TimeoutError):
-                raise UpstreamTimeout() from None
-            raise UpstreamFailed() from None
+            error = UpstreamTimeout() if isinstance(exc, TimeoutError) else UpstreamFailed()
+            error.target = target
+            raise error from None
         except BaseException:
             # The client went away (cancelled): not the backend's fault.
             registry.finished(target.id)
@@ -245,10 +247,12 @@ async def open_response(
             breaker_success(target)
         metrics.UPSTREAM_SECONDS.labels(target.name).observe(time.monotonic() - began)
         return target, upstream_model, response
-    raise NoBackend(
+    error = NoBackend(
         "No backend could serve this request right now; please retry.",
         extra={"detail": last_error} if settings.DEBUG else None,
     )
+    error.target = tried
+    raise error
 
 
 def breaker_failure(target: Target) -> None:

@@ -117,6 +117,8 @@ async def job_create(request: HttpRequest, domain_id: Path[str]):
         chunks=upload.chunks(),
         request_id=request_id_of(request),
     )
+    # An open transcription page draws the job while it waits (the worker reports the rest).
+    await _publish(job)
     return _json(services.job_object(job), request, status=202)
 
 

@@ -128,7 +128,9 @@ async def _run(job_id: str) -> float | None:
             if queued:
                 await progress.publish(await _db(Job.objects.get)(pk=job.pk))
             return countdown if queued else None
-        await _fail(job, attempt, error.code or "invalid_request", error.message)
+        await _fail(
+            job, attempt, error.code or "invalid_request", error.message, target=error.target
+        )
         return None
     finally:
         heartbeat.cancel()
@@ -159,7 +161,10 @@ async def _heartbeat(job_id, attempt: int, work: asyncio.Future) -> None:
             return
 
 
-async def _fail(job: Job, attempt: int, code: str, message: str) -> None:
-    failed = await _db(services.job_fail)(job.pk, attempt, code=code, message=message)
+async def _fail(job: Job, attempt: int, code: str, message: str, *, target=None) -> None:
+    """End the job as failed, with the backend that failed it when one was tried."""
+    failed = await _db(services.job_fail)(
+        job.pk, attempt, code=code, message=message, target=target
+    )
     if failed is not None:
         await progress.publish(failed)

@@ -70,10 +70,14 @@ def _require_audio(request: HttpRequest) -> None:
 
 def _page(request: HttpRequest, form: JobForm, *, status: int = 200) -> HttpResponse:
     jobs = TranscriptionJob.objects.filter(domain=request.domain, owner=request.user)[:50]
+    # Drawn into a <template>: the page's script makes a job made elsewhere from it.
+    placeholder = TranscriptionJob(id=uuid.UUID(int=0), domain=request.domain)
     context = {
         "domain": request.domain,
         "form": form,
         "jobs": jobs,
+        "placeholder": placeholder,
+        "max_bytes": settings.CUBEAI_MAX_AUDIO_BYTES,
         "max_mb": settings.CUBEAI_MAX_AUDIO_BYTES / (1024 * 1024),
         "retention_days": settings.CUBEAI_TRANSCRIPTION_RESULT_DAYS,
         "formats": list(formats.FORMATS),

@@ -2,18 +2,48 @@
 // progress bar, status, backend, error, downloads and transcript as they change.
 (function () {
   "use strict";
+  // A file over the limit is refused here, before it is sent (the server refuses it too).
+  const form = document.getElementById("job-form");
+  if (form) {
+    const input = form.querySelector("input[name=file]");
+    input.addEventListener("change", () => {
+      const file = input.files[0];
+      const tooBig = file && file.size > Number(form.dataset.maxBytes);
+      input.setCustomValidity(tooBig
+        ? "The file is larger than the limit of " + form.dataset.maxMb + " MB." : "");
+    });
+  }
   const root = document.getElementById("jobs");
   if (!root) return;
   const STATUS = {queued: "Queued", running: "Running", succeeded: "Succeeded",
                   failed: "Failed", cancelled: "Cancelled"};
+  const TASKS = {transcribe: "Transcribe", translate: "Translate"};
   let retry = 500;
 
   function show(element, visible) {
     if (element) element.hidden = !visible;
   }
 
+  // A job this page did not draw (made through the API while the page is open): a copy of
+  // the page's template, its placeholder id replaced; its fields go in as text only.
+  function draw(job) {
+    const template = document.getElementById("job-template");
+    if (!template || !/^[0-9a-f-]{36}$/.test(job.id)) return null;
+    const holder = document.createElement("div");
+    holder.innerHTML = template.innerHTML.split(template.dataset.placeholder).join(job.id);
+    const section = holder.querySelector("section.job");
+    section.querySelector(".job-name").textContent = job.filename || "audio";
+    const created = new Date(job.created_at * 1000).toISOString().slice(0, 16).replace("T", " ");
+    section.querySelector(".job-meta").textContent =
+      [TASKS[job.task] || job.task, job.model, created].join(" · ");
+    const empty = root.querySelector(".no-jobs");
+    if (empty) empty.remove();
+    root.prepend(section);
+    return section;
+  }
+
   function update(job) {
-    const section = document.getElementById("job-" + job.id);
+    const section = document.getElementById("job-" + job.id) || draw(job);
     if (!section) return;
     const wasDone = section.dataset.status === "succeeded";
     section.dataset.status = job.status;

@@ -229,10 +229,12 @@ def start_gateway(tmp: Path, **settings: str):
     refresh and caches."""
     port = free_port()
     env = _subprocess_env(
-        DJANGO_DEBUG="true",
-        CUBEAI_MAX_AUDIO_BYTES=str(GATEWAY_MAX_AUDIO_BYTES),
-        CUBEAI_USAGE_FLUSH_SECONDS="0.2",
-        **settings,
+        **{
+            "DJANGO_DEBUG": "true",
+            "CUBEAI_MAX_AUDIO_BYTES": str(GATEWAY_MAX_AUDIO_BYTES),
+            "CUBEAI_USAGE_FLUSH_SECONDS": "0.2",
+            **settings,
+        }
     )
     for name in PRODUCTION_SETTINGS:
         if name not in settings:

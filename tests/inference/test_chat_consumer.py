@@ -413,3 +413,66 @@ async def test_a_deep_or_type_loose_frame_gets_an_error_frame_as_the_api_would(
             "param": field,
         }
     await ws.disconnect()
+
+
+async def test_a_rate_limit_arrives_as_a_429_error_frame_with_retry_after(chat_cast, settings):
+    """The socket's replies count against the same per-minute limits as the API's requests."""
+    domain, _, cookies, _ = chat_cast
+    settings.CUBEAI_RATE_LIMIT_TOKEN_RPM = 1
+    settings.CUBEAI_RATE_LIMIT_DOMAIN_RPM = 1
+    gate._cache.clear()
+    ws = communicator(domain, cookies["alice"])
+    assert (await ws.connect())[0]
+    await ws.send_json_to(chat_frame("first"))
+    assert text_of(await until_last(ws)).startswith("one two three")
+    frame = chat_frame("second")
+    await ws.send_json_to(frame)
+    (refused,) = await until_last(ws)
+    assert (refused["type"], refused["id"], refused["status"]) == ("error", frame["id"], 429)
+    assert refused["code"] == "rate_limit_exceeded", refused
+    assert 1 <= refused["retry_after"] <= 60
+    assert "second" not in repr(refused)
+    # Nothing went upstream for the refused reply; it is metered as a 429.
+    statuses = [e["status"] for e in metering.drain() if e["endpoint"] == "chat.completions"]
+    assert sorted(statuses) == [200, 429]
+    await ws.disconnect()
+
+
+async def test_closing_the_socket_mid_reply_cancels_the_upstream_stream(chat_cast):
+    domain, _, cookies, fake = chat_cast
+    before = (await fake_stats(fake))["streams_cancelled"]
+    ws = communicator(domain, cookies["alice"])
+    assert (await ws.connect())[0]
+    await ws.send_json_to(chat_frame("go slowly", model="slow-stream"))
+    assert (await ws.receive_json_from(timeout=10))["type"] == "start"
+    assert (await ws.receive_json_from(timeout=10))["type"] == "token"
+    await ws.disconnect()  # the tab is closed; no stop frame
+    deadline = time.monotonic() + 5
+    while (await fake_stats(fake))["streams_cancelled"] <= before:
+        assert time.monotonic() < deadline, "the upstream stream was not cancelled"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    (event,) = [e for e in metering.drain() if e["endpoint"] == "chat.completions"]
+    assert event["status"] == 499
+
+
+async def test_a_backend_that_fails_mid_stream_gives_an_error_frame(chat_cast):
+    domain, _, cookies, _ = chat_cast
+    fake = await Backend.objects.aget(name="chat-fake")
+    cut = await Model.objects.acreate(name="cut", tasks=["chat"], context_length=2048)
+    await Deployment.objects.acreate(model=cut, backend=fake, upstream_model="fault-cut")
+    ws = communicator(domain, cookies["alice"])
+    assert (await ws.connect())[0]
+    frame = chat_frame("cut me off", model="cut")
+    await ws.send_json_to(frame)
+    frames = await until_last(ws, timeout=20)
+    # The two chunks sent before the connection dropped arrived; then an error, not an end.
+    assert text_of(frames) == "one two "
+    last = frames[-1]
+    assert (last["type"], last["id"]) == ("error", frame["id"])
+    assert last["status"] >= 500, last
+    assert last["message"]
+    # The socket goes on: the next message is answered.
+    await ws.send_json_to(chat_frame("again"))
+    assert (await until_last(ws))[-1]["type"] == "end"
+    await ws.disconnect()

@@ -15,6 +15,7 @@ from domains.models import Invitation, Role
 from inference import metering
 from inference import tasks as inference_tasks
 from inference.attestation import services as attestation_services
+from inference.jobs import tasks as job_tasks
 from inference.models import AttestationRecord, Backend, UsageEvent
 
 DAY = datetime.timedelta(days=1)
@@ -110,7 +111,14 @@ def test_the_purges_are_scheduled_with_celery_beat(settings):
         inference_tasks.usage_events_purge.name,
         inference_tasks.attestation_records_purge.name,
         domain_tasks.invitations_purge.name,
+        job_tasks.transcription_jobs_purge.name,
+        job_tasks.transcription_jobs_sweep.name,
     } <= tasks
+    # The sweeper re-sends jobs whose worker died, within a few of its leases.
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    assert schedule["transcription-jobs-sweep"]["task"] == job_tasks.transcription_jobs_sweep.name
+    assert schedule["transcription-jobs-sweep"]["schedule"] == 15
+    assert schedule["transcription-jobs-purge"]["task"] == job_tasks.transcription_jobs_purge.name
     assert settings.CUBEAI_RETENTION_USAGE_DAYS == 90
     assert settings.CUBEAI_RETENTION_ATTESTATION_DAYS == 30
     assert settings.CUBEAI_RETENTION_INVITATION_DAYS == 30

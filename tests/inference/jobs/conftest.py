@@ -22,13 +22,17 @@ def queue():
 
 
 @pytest.fixture(scope="module")
+def gateway_dir(tmp_path_factory):
+    """Where the jobs' gateway writes its log (`web.log`)."""
+    return tmp_path_factory.mktemp("jobs-gateway")
+
+
+@pytest.fixture(scope="module")
 def jobs_stack(
-    django_db_setup, django_db_blocker, tmp_path_factory, queue, agent_url, fake_upstream_url
+    django_db_setup, django_db_blocker, gateway_dir, queue, agent_url, fake_upstream_url
 ):
     with django_db_blocker.unblock():
-        process, url = start_gateway(
-            tmp_path_factory.mktemp("jobs-gateway"), CUBEAI_CELERY_QUEUE=queue
-        )
+        process, url = start_gateway(gateway_dir, CUBEAI_CELERY_QUEUE=queue)
         built = build_stack(url, agent_url, fake_upstream_url)
     yield built.routed()
     _stop(process)

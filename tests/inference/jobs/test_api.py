@@ -173,15 +173,22 @@ def test_a_worker_killed_mid_job_leaves_it_to_a_restarted_worker_which_stores_it
 def test_cancelling_a_running_job_stops_it_and_a_finished_one_is_a_409(
     jobs_stack, worker, long_speech
 ):
-    job = submit(jobs_stack, long_speech).json()
+    submitted = submit(jobs_stack, long_speech)
+    job = submitted.json()
     follow(jobs_stack, job["id"], until=("running",))
     cancel = httpx.delete(
         f"{jobs_url(jobs_stack)}/{job['id']}",
         headers={"Authorization": f"Bearer {jobs_stack.alice_token}"},
     )
+    cancelled_at = time.monotonic()
     assert cancel.status_code == 200
     assert cancel.json()["status"] == "cancelled"
     assert uuid.UUID(job["id"]) not in stored_files()
+    # The work stops, not only the row: within about a lease the run sees the job is no
+    # longer its own, closes the agent's stream and records the call as one the client left.
+    row = usage_row(submitted.headers["x-request-id"])
+    assert (row["endpoint"], row["status"]) == ("audio.transcriptions", 499)
+    assert time.monotonic() - cancelled_at < float(LEASE_SECONDS) + 3
     time.sleep(1.5)
     after = get(jobs_stack, f"/{job['id']}").json()
     assert after["status"] == "cancelled"
@@ -194,6 +201,34 @@ def test_cancelling_a_running_job_stops_it_and_a_finished_one_is_a_409(
     )
     assert again.status_code == 409
     assert "cancelled" in again.json()["error"]["message"]
+
+
+def test_no_log_holds_a_jobs_transcript_or_filename(
+    jobs_stack, worker, speech, long_speech, gateway_dir
+):
+    """One job run to its end and one cancelled while it runs: the worker's and the gateway's
+    logs hold neither transcript nor filename (audio is never logged either: it is binary,
+    and no line carries the upload)."""
+    done_name = f"patient-{uuid.uuid4().hex[:8]}-interview.wav"
+    cancelled_name = f"patient-{uuid.uuid4().hex[:8]}-followup.ogg"
+    done = submit(jobs_stack, speech(SENTENCE).read_bytes(), name=done_name).json()
+    cancelled = submit(jobs_stack, long_speech, name=cancelled_name).json()
+    assert follow(jobs_stack, done["id"])[-1]["status"] == "succeeded", worker.log()
+    follow(jobs_stack, cancelled["id"], until=("running",))
+    httpx.delete(
+        f"{jobs_url(jobs_stack)}/{cancelled['id']}",
+        headers={"Authorization": f"Bearer {jobs_stack.alice_token}"},
+    )
+    transcript = get(jobs_stack, f"/{done['id']}/result", format="txt").text.strip()
+    assert "lazy dog" in transcript.lower()
+    time.sleep(float(LEASE_SECONDS) + 1)  # the cancelled run's stop is logged too
+
+    logs = {path: path.read_text() for path in worker.log_dir.glob("worker-*.log")}
+    logs[gateway_dir / "web.log"] = (gateway_dir / "web.log").read_text()
+    assert any(cancelled["id"] in text for text in logs.values()), "the worker logs its stop"
+    for path, text in logs.items():
+        for secret in (done_name, cancelled_name, transcript, "fox jump", "lazy dog"):
+            assert secret.lower() not in text.lower(), f"{path.name} holds {secret!r}"
 
 
 def test_bad_input_is_refused_clearly_and_leaves_nothing_behind(jobs_stack, worker, speech):
@@ -263,6 +298,9 @@ def test_a_backend_failure_is_retried_with_back_off_then_fails_the_job(jobs_stac
     assert final["status"] == "failed", final
     assert final["attempts"] == 3
     assert final["error"]["code"] == "backend_unavailable", final["error"]
+    # The job records the backend that failed it, as a finished job records the one that served.
+    assert (final["backend"]["name"], final["backend"]["tee_type"]) == ("e2e-dead", "none")
+    assert final["backend"]["confidential"] is False
     # Back-off of 1 s, then 2 s between the three runs.
     assert time.monotonic() - started >= 3
     retrying = [s for s in seen if s["status"] == "queued" and s["error"]]

@@ -6,6 +6,7 @@ page's WebSocket, read the transcript and download it. Screenshots go to artifac
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.inference.jobs.conftest import SENTENCE
@@ -120,3 +121,37 @@ def test_upload_watch_the_progress_bar_move_then_read_and_download_the_transcrip
     txt = Path(download.value.path()).read_text()
     assert txt.strip() == text.inner_text().strip()
     assert SENTENCE.split()[1].lower() in txt.lower()
+
+
+def test_a_job_made_through_the_api_appears_on_an_open_page_and_finishes_there(
+    jobs_stack, worker, speech, page
+):
+    server = jobs_stack.gateway
+    domain = jobs_stack.alpha
+    page.goto(f"{server}/signin/")
+    page.fill("input[name=username]", "e2e-alice@example.com")
+    page.fill("input[name=password]", "pw-alice-123456")
+    page.click("button[type=submit]:has-text('Sign in')")
+    page.goto(f"{server}/domains/{domain.pk}/transcriptions/")
+    page.wait_for_timeout(500)  # the page's socket is open
+
+    created = httpx.post(
+        f"{server}/proxy/{domain.pk}/v1/audio/transcriptions/jobs",
+        headers={"Authorization": f"Bearer {jobs_stack.alice_token}"},
+        files={"file": ("from-the-api.wav", speech(SENTENCE).read_bytes(), "audio/wav")},
+        data={"model": "whisper-tiny.en"},
+        timeout=30,
+    )
+    assert created.status_code == 202, created.text
+    job = page.locator(f"#job-{created.json()['id']}")
+    job.wait_for(state="attached", timeout=20_000)
+    assert "from-the-api.wav" in job.locator(".job-name").inner_text()
+    assert "whisper-tiny.en" in job.locator(".job-meta").inner_text()
+    page.wait_for_function(
+        "el => el.dataset.status === 'succeeded'", arg=job.element_handle(), timeout=90_000
+    )
+    text = job.locator("pre.job-text")
+    page.wait_for_function("el => el.textContent.length > 0", arg=text.element_handle())
+    assert "lazy dog" in text.inner_text().lower()
+    assert job.locator(".job-downloads").is_visible()
+    assert job.locator(".job-cancel").is_hidden()

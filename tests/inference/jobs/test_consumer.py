@@ -11,14 +11,15 @@ import asyncio
 
 import orjson
 import pytest
-from asgiref.sync import sync_to_async
+from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from cubeai.asgi import application
 from domains.models import Membership
-from inference.jobs import consumers, progress
+from inference.jobs import consumers, progress, storage
 from inference.jobs.models import TranscriptionJob
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -134,8 +135,43 @@ async def test_group_messages_from_the_worker_reach_the_members_socket_only(
     await communicator.disconnect()
 
 
-async def test_a_revoked_membership_closes_the_socket(alice, bob, domain, poll, monkeypatch):
-    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.0)
+async def test_an_update_sent_while_the_socket_reads_its_jobs_is_not_lost(
+    alice, domain, layer, monkeypatch
+):
+    """The worker publishes between the consumer's read of the jobs and the list it sends:
+    the socket is in the group already, so the update follows the list."""
+    job = await make_job(domain, alice)
+    read = consumers.TranscriptionJobsConsumer._recent
+
+    def read_then_the_worker_publishes(consumer):
+        jobs = read(consumer)
+        TranscriptionJob.objects.filter(pk=job.pk).update(status="running", progress=0.3)
+        async_to_sync(progress.publish)(TranscriptionJob.objects.get(pk=job.pk))
+        return jobs
+
+    monkeypatch.setattr(
+        consumers.TranscriptionJobsConsumer, "_recent", read_then_the_worker_publishes
+    )
+    communicator, connected, _ = await connect(alice, domain)
+    assert connected
+    listed = await receive(communicator)
+    assert (listed["type"], listed["jobs"][0]["status"]) == ("jobs", "queued")
+    update = await receive(communicator)
+    assert (update["type"], update["job"]["status"], update["job"]["progress"]) == (
+        "job",
+        "running",
+        0.3,
+    )
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("path", ["poll", "layer"])
+async def test_a_revoked_membership_closes_the_socket(
+    alice, bob, domain, path, request, monkeypatch
+):
+    """On both paths, with no job changing: the channel layer's socket re-checks on its own."""
+    request.getfixturevalue(path)
+    monkeypatch.setattr(consumers, "RECHECK_SECONDS", 0.05)
     from domains import permissions, services
 
     member_role = await sync_to_async(services.role_builtin)(name=permissions.MEMBER)
@@ -147,3 +183,69 @@ async def test_a_revoked_membership_closes_the_socket(alice, bob, domain, poll, 
     closed = await communicator.receive_output(timeout=3)
     assert closed == {"type": "websocket.close", "code": 4403}
     await asyncio.sleep(0)
+
+
+async def test_a_job_made_through_the_api_reaches_the_open_socket_while_queued(
+    alice, domain, layer, pat, settings, monkeypatch, async_client
+):
+    """On the channel layer the API announces a new job at once, so an open page draws it
+    while it waits in the queue, not only once a worker takes it."""
+    from inference.jobs import services as job_services
+    from inference.models import Backend, Deployment, Model
+
+    settings.CUBEAI_ROUTING_REFRESH_SECONDS = 0
+    monkeypatch.setattr(job_services, "send", lambda job_id, **kw: None)  # no worker here
+    backend = await Backend.objects.acreate(
+        name="jobs-api", base_url="http://127.0.0.1:9/v1", allow_not_confidential=True
+    )
+    model = await Model.objects.acreate(name="whisper-tiny.en", tasks=["transcription"])
+    await Deployment.objects.acreate(model=model, backend=backend, upstream_model="w")
+    token = await sync_to_async(pat)(alice)
+    communicator, connected, _ = await connect(alice, domain)
+    assert connected
+    assert (await receive(communicator))["jobs"] == []
+
+    audio = SimpleUploadedFile("from-the-api.wav", b"RIFF\0\0\0\0WAVEfmt " + b"\0" * 2048)
+    response = await async_client.post(
+        f"/proxy/{domain.pk}/v1/audio/transcriptions/jobs",
+        {"file": audio, "model": "whisper-tiny.en"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 202, response.content
+    update = await receive(communicator)
+    assert update["type"] == "job"
+    assert (update["job"]["id"], update["job"]["status"]) == (response.json()["id"], "queued")
+    assert update["job"]["filename"] == "from-the-api.wav"
+    await communicator.disconnect()
+    await sync_to_async(storage.delete)(response.json()["id"])
+
+
+async def test_following_the_rows_reads_them_once_per_interval_for_all_sockets(
+    alice, domain, poll, monkeypatch
+):
+    """Ten open pages cost one query of the jobs per poll interval, not ten."""
+    from django.db.backends import utils
+
+    job = await make_job(domain, alice, status="running", progress=0.1)
+    queries = []
+    execute = utils.CursorWrapper._execute
+
+    def counting(self, sql, *args):
+        if "transcriptionjob" in sql and sql.lstrip().upper().startswith("SELECT"):
+            queries.append(sql)
+        return execute(self, sql, *args)
+
+    sockets = []
+    for _ in range(10):
+        communicator, connected, _ = await connect(alice, domain)
+        assert connected
+        assert (await receive(communicator))["type"] == "jobs"
+        sockets.append(communicator)
+    monkeypatch.setattr(utils.CursorWrapper, "_execute", counting)
+    await asyncio.sleep(1.0)
+    polls = 1.0 / settings.CUBEAI_TRANSCRIPTION_POLL_SECONDS
+    assert len(queries) <= polls + 3, len(queries)
+    await set_job(job, progress=0.6)
+    for communicator in sockets:
+        assert (await receive(communicator))["job"]["progress"] == 0.6
+    await asyncio.gather(*(communicator.disconnect() for communicator in sockets))
