@@ -90,17 +90,35 @@ def domain_tokens(*, domain: Domain) -> QuerySet:
     )
 
 
-def token_limits_list(*, domain: Domain) -> list[dict]:
+def token_limits_owner(*, domain: Domain, user_id: int, granted: frozenset[str]) -> int | None:
+    """Whose tokens' limits and budgets a reader sees: None for every token in the domain,
+    else the reader's own user id. Those who may change any token's limits (domain:manage
+    in force) see them all; everyone else whatever their usage visibility allows
+    (`inference.selectors.usage_reader`): a member only their own tokens."""
+    from domains import permissions
+    from inference.selectors import usage_reader
+
+    if permissions.DOMAIN_MANAGE in granted:
+        return None
+    return usage_reader(domain=domain, user_id=user_id)
+
+
+def token_limits_list(*, domain: Domain, owner_id: int | None = None) -> list[dict]:
     """Tokens with their own limits in the domain, and, while the domain sets a per-token
     monthly budget, every other token that may act in it too (`own_limits` false): each
-    with its effective budget, used and remaining this month."""
-    rows = {
-        row.token_id: row
-        for row in TokenLimits.objects.filter(domain=domain).select_related("token")
-    }
+    with its effective budget, used and remaining this month.
+
+    `owner_id` narrows the rows to that user's tokens: a reader's own, as decided by
+    `inference.selectors.usage_reader` (None: the whole domain's)."""
+    limits = TokenLimits.objects.filter(domain=domain).select_related("token")
+    candidates = domain_tokens(domain=domain)
+    if owner_id is not None:
+        limits = limits.filter(token__owner_id=owner_id)
+        candidates = candidates.filter(owner_id=owner_id)
+    rows = {row.token_id: row for row in limits}
     tokens = {row.token_id: row.token for row in rows.values()}
     if gate.resolve(str(domain.pk), 0).token_budget:
-        tokens.update({token.pk: token for token in domain_tokens(domain=domain)})
+        tokens.update({token.pk: token for token in candidates})
     found = []
     for token_id in sorted(tokens):
         row = rows.get(token_id)

@@ -17,7 +17,12 @@ def _context(request: HttpRequest, **forms) -> dict:
     context = {
         "domain": request.domain,
         "overview": overview,
-        "tokens": selectors.token_limits_list(domain=request.domain),
+        "tokens": selectors.token_limits_list(
+            domain=request.domain,
+            owner_id=selectors.token_limits_owner(
+                domain=request.domain, user_id=request.user.pk, granted=request.granted
+            ),
+        ),
         "can_manage": permissions.DOMAIN_MANAGE in request.granted,
         "domain_form": DomainLimitsForm(initial=overview["configured"]),
         "token_form": TokenLimitsForm(domain=request.domain),

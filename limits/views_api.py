@@ -37,7 +37,10 @@ class TokenLimitsListView(DomainAPIView):
 
     @extend_schema(responses=TokenLimitsOut(many=True))
     def get(self, request, domain_id):
-        return Response(selectors.token_limits_list(domain=self.domain))
+        owner_id = selectors.token_limits_owner(
+            domain=self.domain, user_id=request.user.pk, granted=self.granted
+        )
+        return Response(selectors.token_limits_list(domain=self.domain, owner_id=owner_id))
 
 
 class TokenLimitsDetailView(DomainAPIView):
@@ -51,7 +54,11 @@ class TokenLimitsDetailView(DomainAPIView):
     }
 
     def _row(self, token_id: int) -> dict:
-        for row in selectors.token_limits_list(domain=self.domain):
+        # Another member's token reads as absent to a reader who sees only their own.
+        owner_id = selectors.token_limits_owner(
+            domain=self.domain, user_id=self.request.user.pk, granted=self.granted
+        )
+        for row in selectors.token_limits_list(domain=self.domain, owner_id=owner_id):
             if row["token"] == token_id:
                 return row
         raise NotFound("No limits of this token in this domain.")

@@ -197,3 +197,58 @@ def test_the_grafana_dashboard_queries_the_metrics_series():
         "cubeai_job_duration_seconds_bucket",
     ):
         assert series in queries, series
+
+
+@pytest.fixture
+def limited(alice, bob, domain, pat):
+    """Bob is a plain member; alice's "alices-ci" and bob's "bobs-ci" have limits of their
+    own, and bob's "bobs-other" falls under the domain's per-token monthly budget."""
+    from domains import permissions
+    from domains.models import Membership, Role
+
+    Membership.objects.filter(user=bob, domain=domain).update(
+        role=Role.objects.get(domain=None, name=permissions.MEMBER)
+    )
+    for owner, name in ((alice, "alices-ci"), (bob, "bobs-ci"), (bob, "bobs-other")):
+        pat(owner, name=name)
+    tokens = {token.name: token for token in Token.objects.all()}
+    TokenLimits.objects.create(domain=domain, token=tokens["alices-ci"], requests_per_minute=7)
+    TokenLimits.objects.create(domain=domain, token=tokens["bobs-ci"], requests_per_minute=9)
+    DomainLimits.objects.create(domain=domain, token_monthly_token_budget=5000)
+    return tokens
+
+
+def test_a_member_sees_only_their_own_tokens_limits_on_the_page(client, bob, domain, limited):
+    client.force_login(bob)
+    html = client.get(page(domain)).content.decode()
+    assert f'data-token="{limited["bobs-ci"].pk}"' in html
+    assert f'data-token="{limited["bobs-other"].pk}"' in html
+    assert "alices-ci" not in html
+    assert f'data-token="{limited["alices-ci"].pk}"' not in html
+
+
+def test_a_member_reads_only_their_own_tokens_limits_through_the_api(
+    client, bob, domain, limited, pat
+):
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {pat(bob, scopes=['usage:read'], name='reader')}"}
+    url = f"/api/domains/{domain.pk}/limits/tokens/"
+    rows = client.get(url, **auth).json()
+    assert [(row["token_name"], row["own_limits"], row["requests_per_minute"]) for row in rows] == [
+        ("bobs-ci", True, 9),
+        ("bobs-other", False, None),
+        ("reader", False, None),
+    ]
+    assert all(row["budget"]["budget"] == 5000 for row in rows)
+    mine = client.get(f"{url}{limited['bobs-ci'].pk}/", **auth)
+    assert mine.json()["requests_per_minute"] == 9
+    theirs = client.get(f"{url}{limited['alices-ci'].pk}/", **auth)
+    assert theirs.status_code == 404
+    assert "alices-ci" not in theirs.content.decode() and "7" not in str(theirs.json())
+
+
+def test_an_admin_reads_every_tokens_limits(api, alice, domain, limited):
+    api.force_login(alice)
+    rows = api.get(f"/api/domains/{domain.pk}/limits/tokens/").json()
+    assert {row["token_name"] for row in rows} == {"alices-ci", "bobs-ci", "bobs-other"}
+    detail = api.get(f"/api/domains/{domain.pk}/limits/tokens/{limited['bobs-ci'].pk}/")
+    assert detail.json()["requests_per_minute"] == 9
