@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import Count
 
+from cubeai import jsonbody
 from cubeai.exceptions import DomainError
 from domains.models import AuditEvent, Domain, Invitation, Membership, Role, User
 from domains.selectors import Actor
@@ -42,6 +43,7 @@ class UserAdmin(BaseUserAdmin):
 
 @admin.register(Domain)
 class DomainAdmin(admin.ModelAdmin):
+    formfield_overrides = jsonbody.ADMIN_FORMFIELDS
     list_display = ["name", "route", "status", "members", "created_at", "deleted_at"]
     list_filter = ["status", ("deleted_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "route", "id"]
@@ -90,6 +92,7 @@ class DomainAdmin(admin.ModelAdmin):
 
 @admin.register(Role)
 class RoleAdmin(admin.ModelAdmin):
+    formfield_overrides = jsonbody.ADMIN_FORMFIELDS
     list_display = ["name", "domain", "permissions"]
     list_filter = [("domain", admin.EmptyFieldListFilter)]
     search_fields = ["name", "domain__name"]

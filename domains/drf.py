@@ -11,12 +11,13 @@ from django.db import InterfaceError, OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import permissions as drf_permissions
-from rest_framework import renderers
+from rest_framework import renderers, serializers
 from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
+from cubeai import jsonbody
 from cubeai.exceptions import DomainError, PermissionDenied
 from domains import selectors
 from domains.selectors import Actor
@@ -25,6 +26,19 @@ log = logging.getLogger(__name__)
 
 # PostgreSQL or Redis away (a restart, a failover): a 503 to retry, as on the OpenAI API.
 OUTAGES = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+
+
+class JSONField(serializers.JSONField):
+    """DRF's JSONField, a JSON string given in form or multipart input parsed by
+    `cubeai.jsonbody.loads` (DRF's own parser recursed: about 1,000 levels were a 500)."""
+
+    def to_internal_value(self, data):
+        if self.binary or getattr(data, "is_json_string", False):
+            try:
+                return jsonbody.loads(data, what="value")
+            except jsonbody.JSONBodyError as exc:
+                raise serializers.ValidationError(str(exc)) from None
+        return super().to_internal_value(data)
 
 
 def exception_handler(exc, context):

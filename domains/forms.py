@@ -5,6 +5,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.forms import AuthenticationForm, BaseUserCreationForm
 from django.core.exceptions import ValidationError
 
+from cubeai import jsonbody
 from domains import permissions, selectors
 from domains.models import Domain, Role, User, validate_cors_origins
 from tokens import throttle
@@ -83,7 +84,7 @@ class DomainSettingsForm(forms.Form):
         max_length=1100,
         help_text="Comma-separated, at most 20, each 1-50 characters.",
     )
-    metadata = forms.JSONField(
+    metadata = jsonbody.JSONFormField(
         required=False, widget=forms.Textarea(attrs={"rows": 5}), help_text="A JSON object."
     )
     cors_origins = forms.CharField(

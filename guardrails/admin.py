@@ -10,6 +10,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 
+from cubeai import jsonbody
 from cubeai.exceptions import DomainError
 from domains.selectors import Actor
 from guardrails import services
@@ -61,6 +62,7 @@ class GuardrailPolicyForm(forms.ModelForm):
 @admin.register(GuardrailPolicy)
 class GuardrailPolicyAdmin(admin.ModelAdmin):
     form = GuardrailPolicyForm
+    formfield_overrides = jsonbody.ADMIN_FORMFIELDS
     list_display = ["__str__", "domain", "version", "active", "created_by", "created_at"]
     list_filter = [PlatformFilter, "active"]
     search_fields = ["domain__name", "domain__route"]

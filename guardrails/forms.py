@@ -4,6 +4,8 @@ import json
 
 from django import forms
 
+from cubeai import jsonbody
+
 
 class PolicyForm(forms.Form):
     """Save a policy document as a new version; the services validate its content."""
@@ -22,9 +24,9 @@ class PolicyForm(forms.Form):
     def clean_document(self) -> dict:
         text = self.cleaned_data["document"]
         try:
-            document = json.loads(text)
-        except ValueError as exc:
-            raise forms.ValidationError(f"This is not valid JSON: {exc}.") from None
+            document = jsonbody.loads(text, what="policy")
+        except jsonbody.JSONBodyError as exc:
+            raise forms.ValidationError(str(exc)) from None
         if not isinstance(document, dict):
             raise forms.ValidationError("The policy must be a JSON object.")
         return document

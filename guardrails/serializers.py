@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from domains.drf import JSONField
 from guardrails.models import GuardrailPolicy
 
 
@@ -29,7 +30,7 @@ class PolicyVersionSummaryOut(PolicyVersionOut):
 class PolicyIn(serializers.Serializer):
     """A new version: the policy document, and whether it takes effect now."""
 
-    document = serializers.JSONField(
+    document = JSONField(
         help_text="The policy as guardrails.Policy JSON; its `version`, if any, is ignored."
     )
     activate = serializers.BooleanField(default=True)

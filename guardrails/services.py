@@ -8,12 +8,12 @@ snapshot reads the active rows (`inference.registry.load_guardrails`), so a chan
 every process within one snapshot refresh.
 """
 
-import json
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from cubeai import jsonbody
 from cubeai.exceptions import Conflict, DomainError, NotFound, PermissionDenied
 from domains import permissions
 from domains.models import Domain
@@ -54,11 +54,9 @@ def _parse(document: Any, version: int) -> Policy:
     """Validate a document as version `version`; the version it names itself is ignored."""
     if isinstance(document, str | bytes):
         try:
-            document = json.loads(document)
-        except ValueError as exc:
-            raise PolicyInvalid(
-                [{"field": "policy", "message": f"Not valid JSON: {exc}"}]
-            ) from None
+            document = jsonbody.loads(document, what="policy")
+        except jsonbody.JSONBodyError as exc:
+            raise PolicyInvalid([{"field": "policy", "message": str(exc)}]) from None
     if not isinstance(document, dict):
         raise PolicyInvalid([{"field": "policy", "message": "The policy must be a JSON object."}])
     try:

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from cubeai import jsonbody
 from cubeai.exceptions import DomainError
 from inference import attestation as att
 from inference import credentials
@@ -152,6 +153,7 @@ class BackendAdmin(admin.ModelAdmin):
 
 @admin.register(Model)
 class ModelAdmin(admin.ModelAdmin):
+    formfield_overrides = jsonbody.ADMIN_FORMFIELDS
     list_display = ["name", "public", "owned_by", "context_length", "created_at"]
     search_fields = ["name"]
 
@@ -171,7 +173,7 @@ class ModelAccessAdmin(admin.ModelAdmin):
 class PolicyVersionForm(forms.ModelForm):
     """A new policy version: the backend and the JSON document, validated by the service."""
 
-    document = forms.JSONField(
+    document = jsonbody.JSONFormField(
         help_text=(
             'SEV-SNP: {"measurements": ["<96 hex>"], "min_tcb": {"Genoa": {"bootloader": 10, '
             '"tee": 0, "snp": 23, "microcode": 84}} (or "any"), ...}; '

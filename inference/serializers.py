@@ -6,6 +6,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from domains.drf import JSONField
 from inference.attestation import selectors as attestation_selectors
 from inference.models import AttestationPolicy, Backend, Deployment, Model
 from inference.usage import MAX_RANGE_DAYS, Period
@@ -127,7 +128,7 @@ class AttestationPolicyVersionOut(serializers.ModelSerializer):
 
 
 class AttestationPolicyIn(serializers.Serializer):
-    document = serializers.JSONField()
+    document = JSONField()
 
 
 class UsageQuery(serializers.Serializer):
