@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 AGENT_PORT ?= 8100
 
-.PHONY: run test lint format bench soak install
+.PHONY: run test manage lint format bench soak install
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,8 @@ $(STAMP): $(BIN)/python requirements.txt requirements-dev.txt requirements-model
 
 install: $(STAMP)
 
-# Development mode is asked for explicitly: DJANGO_DEBUG is off unless set.
-run test: export DJANGO_DEBUG = true
+# Development mode is asked for explicitly: DJANGO_DEBUG is off unless set, manage.py too.
+run test manage soak: export DJANGO_DEBUG = true
 
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
@@ -32,6 +32,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	@command -v node >/dev/null 2>&1 || echo "node is not on the PATH: the Node SDK suite (tests/node) will be skipped."
 	$(BIN)/pytest
+
+# Any management command in development mode: make manage ARGS="createsuperuser".
+manage: $(STAMP)
+	$(BIN)/python manage.py $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

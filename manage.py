@@ -7,9 +7,8 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cubeai.settings")
-    # The command line of a checkout runs in development mode unless told otherwise; the
-    # processes that serve (uvicorn cubeai.asgi, celery -A cubeai) default to production.
-    os.environ.setdefault("DJANGO_DEBUG", "true")
+    # No DJANGO_DEBUG default here: like every other entry point, manage.py is in production
+    # mode unless DJANGO_DEBUG=true is set (make run, make test and make manage set it).
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

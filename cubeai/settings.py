@@ -81,7 +81,10 @@ DEBUG = envbool("DJANGO_DEBUG", "false")
 SECRET_KEY = envsecret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
-        sys.exit("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DEBUG is off.")
+        sys.exit(
+            "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DEBUG is off "
+            "(for development, set DJANGO_DEBUG=true)."
+        )
     SECRET_KEY = "cubeai-development-only-secret-key-never-use-in-production"  # noqa: S105
 
 # Old secret keys, still accepted for signatures and for decrypting backend credentials.

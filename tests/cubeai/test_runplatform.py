@@ -40,6 +40,8 @@ def test_runplatform_serves_on_its_own_ports_and_stops_every_process(tmp_path):
     }
     env.update(
         DJANGO_SETTINGS_MODULE="cubeai.settings",
+        # The development stack, asked for as `make run` asks: manage.py has no default.
+        DJANGO_DEBUG="true",
         CUBEAI_DATA_DIR=str(tmp_path / "missing" / "var"),
         CUBEAI_AGENT_CACHE_DIR=str(tmp_path / "agent-cache"),
         PYTHONUNBUFFERED="1",

@@ -133,7 +133,9 @@ def test_a_postgres_restart_is_a_clean_503_then_full_recovery(
         "CUBEAI_TEST_DATABASE_NAME": "postgres",
         "CUBEAI_DATA_DIR": str(tmp_path / "data"),
     }
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "cubeai.settings", **private}
+    # Development mode explicitly (manage.py has no default), whatever the shell has.
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "cubeai.settings", "DJANGO_DEBUG": "true"}
+    env.update(private)
     domain_id, token = prepare(env, fake_upstream_url, tmp_path)
     with django_db_blocker.unblock():
         gateway, url = start_gateway(tmp_path, **private)

@@ -66,3 +66,38 @@ def test_the_development_stack_refuses_to_run_without_debug(db, settings):
     settings.DEBUG = False
     with pytest.raises(CommandError, match="DJANGO_DEBUG=true"):
         call_command("runplatform", "--no-agent")
+
+
+def manage_check(tmp_path, **extra) -> subprocess.CompletedProcess:
+    """`manage.py check` in a fresh process with neither DJANGO_DEBUG nor a secret key."""
+    drop = ("DJANGO_DEBUG", "DJANGO_SECRET_KEY", "DJANGO_SECRET_KEY_FILE", "DJANGO_SETTINGS_MODULE")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (*drop, "DATABASE_URL", "REDIS_URL", "CUBEAI_TOKEN_PEPPERS")
+    }
+    env.update(CUBEAI_DATA_DIR=str(tmp_path), **extra)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_manage_py_is_in_production_mode_unless_django_debug_is_set(tmp_path):
+    result = manage_check(tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip() == (
+        "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DEBUG is off "
+        "(for development, set DJANGO_DEBUG=true)."
+    )
+    assert "System check identified no issues" not in result.stdout
+
+
+def test_manage_py_runs_in_development_mode_when_asked(tmp_path):
+    result = manage_check(tmp_path, DJANGO_DEBUG="true")
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
