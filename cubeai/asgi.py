@@ -33,6 +33,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 from django.urls import set_script_prefix  # noqa: E402
 
 from cubeai.routing import websocket_urlpatterns  # noqa: E402
+from inference.accesslog import RequestRecord  # noqa: E402
 from inference.cors import CORS  # noqa: E402
 from inference.limits import BodyLimit  # noqa: E402
 
@@ -164,7 +165,8 @@ async def lifespan(scope, receive, send):
 application = ProtocolTypeRouter(
     {
         "lifespan": lifespan,
-        "http": BodyLimit(http_application),
+        # Outside the body limits, so that their refusals under /proxy/ are recorded too.
+        "http": RequestRecord(BodyLimit(http_application)),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -417,7 +417,8 @@ CUBEAI_BODY_TOTAL_TIMEOUT = float(os.environ.get("CUBEAI_BODY_TOTAL_TIMEOUT", "3
 CUBEAI_MAX_JSON_DEPTH = envint("CUBEAI_MAX_JSON_DEPTH", "64")
 CUBEAI_USAGE_FLUSH_SECONDS = float(os.environ.get("CUBEAI_USAGE_FLUSH_SECONDS", "1"))
 # Limits and quotas (README.md, "Limits and quotas"): the platform defaults, which a
-# domain's admins may change within the maxima below.
+# domain's admins may change within the maxima below. Staff may override each in the admin
+# (limits.PlatformLimits); these apply where that row leaves a field empty.
 CUBEAI_RATE_LIMIT_TOKEN_RPM = envint("CUBEAI_RATE_LIMIT_TOKEN_RPM", "600")
 CUBEAI_RATE_LIMIT_DOMAIN_RPM = envint("CUBEAI_RATE_LIMIT_DOMAIN_RPM", "6000")
 CUBEAI_RATE_LIMIT_TOKEN_TPM = envint("CUBEAI_RATE_LIMIT_TOKEN_TPM", "200000")

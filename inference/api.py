@@ -19,7 +19,7 @@ from ninja.security.http import HttpBearer
 from pydantic import ConfigDict, field_validator
 
 from domains import permissions
-from inference import access, offpath, pipeline
+from inference import access, accesslog, offpath, pipeline
 from inference.attestation import selectors as attestation_selectors
 from inference.attestation import services as attestation_services
 from inference.context import caller_for
@@ -94,7 +94,12 @@ class PATBearer(HttpBearer):
             domain_id = str(uuid.UUID(domain_id))
         except ValueError:
             raise RouteNotFound() from None
-        return await caller_for(token, domain_id, request.META.get("REMOTE_ADDR") or "")
+        caller = await caller_for(token, domain_id, request.META.get("REMOTE_ADDR") or "")
+        if caller is not None:
+            accesslog.authenticated(
+                domain_id=caller.domain_id, token_id=caller.token_id, user_id=caller.user_id
+            )
+        return caller
 
 
 router = Router(auth=PATBearer(), tags=["OpenAI-compatible API"])

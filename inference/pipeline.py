@@ -35,7 +35,7 @@ from cubeai import metrics
 from cubeai.exceptions import DomainError
 from domains import permissions
 from guardrails import Classification
-from inference import guard, metering, upstream
+from inference import accesslog, guard, metering, upstream
 from inference.context import Caller
 from inference.errors import (
     ContextLengthExceeded,
@@ -51,8 +51,6 @@ from inference.registry import ModelEntry, Target, registry
 from limits import gate
 
 log = logging.getLogger(__name__)
-# One JSON line per call (cubeai.settings.LOGGING): ids, counts and timings, never content.
-access_log = logging.getLogger("cubeai.requests")
 
 # A model name as any entry point may pass it: no control character (a NUL, stored with the
 # usage row, failed PostgreSQL's whole batch insert).
@@ -185,27 +183,24 @@ class Call:
         guard_ms = self.guard_headers.get("x-guardrails-time-ms")
         if guard_ms is not None:
             metrics.GUARDRAILS_SECONDS.labels(self.endpoint.name).observe(float(guard_ms) / 1000)
-        access_log.info(
-            orjson.dumps(
-                {
-                    "event": "request",
-                    "request_id": self.request_id,
-                    "domain": self.caller.domain_id,
-                    "token_id": self.caller.token_id,
-                    "user_id": self.caller.user_id,
-                    "endpoint": self.endpoint.name,
-                    "model": model,
-                    "backend": self.target.name if self.target else "",
-                    "status": self.status,
-                    "stream": self.stream,
-                    "latency_ms": round(latency_ms, 1),
-                    "upstream_ms": None if self.upstream_ms is None else round(self.upstream_ms, 1),
-                    "guardrails_ms": None if guard_ms is None else float(guard_ms),
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "usage_source": self.usage_source,
-                }
-            ).decode()
+        accesslog.write(
+            {
+                "request_id": self.request_id,
+                "domain": self.caller.domain_id,
+                "token_id": self.caller.token_id,
+                "user_id": self.caller.user_id,
+                "endpoint": self.endpoint.name,
+                "model": model,
+                "backend": self.target.name if self.target else "",
+                "status": self.status,
+                "stream": self.stream,
+                "latency_ms": round(latency_ms, 1),
+                "upstream_ms": None if self.upstream_ms is None else round(self.upstream_ms, 1),
+                "guardrails_ms": None if guard_ms is None else float(guard_ms),
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "usage_source": self.usage_source,
+            }
         )
 
 
@@ -360,6 +355,8 @@ class _recorded:
         self.record_success = record_success
 
     async def __aenter__(self) -> Call:
+        # This call records the request (the API's `accesslog.RequestRecord` then does not).
+        accesslog.claim()
         return self.call
 
     async def __aexit__(self, kind, error, traceback) -> bool:

@@ -333,6 +333,11 @@ EXPORT_COLUMNS = (
 )
 
 
+# A token's CSV export (`tokens.views.token_usage_export`): the rows of its report's daily
+# series, one per day of the period.
+TOKEN_EXPORT_COLUMNS = ("day", *COUNTS, "avg_latency_ms", "p50_latency_ms", "p95_latency_ms")
+
+
 def usage_today_and_week(*, domain: Domain, user_id: int | None) -> dict:
     """Today's requests, tokens and errors beside the daily average of the seven days before."""
     today = timezone.localdate()

@@ -1,11 +1,12 @@
-"""Platform staff edit any domain's limits here; the same validation as the page's."""
+"""Platform staff edit any domain's limits here, with the same validation as the page's, and
+the platform's own maxima and defaults (`PlatformLimits`, one row)."""
 
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from limits import services
-from limits.models import DomainLimits, TokenLimits
+from limits.models import DomainLimits, PlatformLimits, TokenLimits
 
 
 def _validate(form: forms.ModelForm, fields: tuple[str, ...]) -> None:
@@ -49,3 +50,44 @@ class TokenLimitsAdmin(admin.ModelAdmin):
     form = TokenLimitsForm
     list_display = ("token", "domain", "requests_per_minute", "tokens_per_minute", "updated_at")
     raw_id_fields = ("domain", "token")
+
+
+@admin.register(PlatformLimits)
+class PlatformLimitsAdmin(admin.ModelAdmin):
+    """The one row of platform maxima and defaults; its form refuses a default above its
+    maximum (`PlatformLimits.clean`). Every process applies a change within
+    CUBEAI_LIMITS_CACHE_SECONDS."""
+
+    fieldsets = (
+        (
+            "Maxima (what a domain's admins may set; empty: the CUBEAI_LIMITS_MAX_* setting)",
+            {
+                "fields": (
+                    "max_requests_per_minute",
+                    "max_tokens_per_minute",
+                    "max_concurrent_streams",
+                    "max_monthly_token_budget",
+                )
+            },
+        ),
+        (
+            "Defaults (where a domain sets nothing; empty: the CUBEAI_RATE_LIMIT_* setting)",
+            {
+                "fields": (
+                    "domain_requests_per_minute",
+                    "domain_tokens_per_minute",
+                    "token_requests_per_minute",
+                    "token_tokens_per_minute",
+                    "token_concurrent_streams",
+                )
+            },
+        ),
+    )
+    list_display = ("__str__", "max_requests_per_minute", "max_tokens_per_minute", "updated_at")
+
+    def has_add_permission(self, request) -> bool:
+        return super().has_add_permission(request) and not PlatformLimits.objects.exists()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Emptying its fields returns to the settings; the row itself stays.
+        return False

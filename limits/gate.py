@@ -78,8 +78,10 @@ class Ticket:
 
 
 def resolve(domain_id: str, token_id: int | None) -> Effective:
-    """The limits in force (synchronous: database reads, never writes)."""
+    """The limits in force (synchronous: database reads, never writes): the domain's and
+    the token's values, else the platform's defaults, within the platform's maxima."""
     from limits.models import DomainLimits, FailureMode, TokenLimits
+    from limits.platform import platform_limits
 
     domain = DomainLimits.objects.filter(domain_id=domain_id).first()
     token = TokenLimits.objects.filter(domain_id=domain_id, token_id=token_id).first()
@@ -90,40 +92,45 @@ def resolve(domain_id: str, token_id: int | None) -> Effective:
                 return min(value, maximum)
         return min(default, maximum)
 
-    s = settings
+    p = platform_limits()
     return Effective(
         domain_rpm=pick(
             domain and domain.requests_per_minute,
-            default=s.CUBEAI_RATE_LIMIT_DOMAIN_RPM,
-            maximum=s.CUBEAI_LIMITS_MAX_RPM,
+            default=p.domain_requests_per_minute,
+            maximum=p.max_requests_per_minute,
         ),
         domain_tpm=pick(
             domain and domain.tokens_per_minute,
-            default=s.CUBEAI_RATE_LIMIT_DOMAIN_TPM,
-            maximum=s.CUBEAI_LIMITS_MAX_TPM,
+            default=p.domain_tokens_per_minute,
+            maximum=p.max_tokens_per_minute,
         ),
-        domain_budget=(domain and domain.monthly_token_budget) or 0,
+        domain_budget=min(
+            (domain and domain.monthly_token_budget) or 0, p.max_monthly_token_budget
+        ),
         token_rpm=pick(
             token and token.requests_per_minute,
             domain and domain.token_requests_per_minute,
-            default=s.CUBEAI_RATE_LIMIT_TOKEN_RPM,
-            maximum=s.CUBEAI_LIMITS_MAX_RPM,
+            default=p.token_requests_per_minute,
+            maximum=p.max_requests_per_minute,
         ),
         token_tpm=pick(
             token and token.tokens_per_minute,
             domain and domain.token_tokens_per_minute,
-            default=s.CUBEAI_RATE_LIMIT_TOKEN_TPM,
-            maximum=s.CUBEAI_LIMITS_MAX_TPM,
+            default=p.token_tokens_per_minute,
+            maximum=p.max_tokens_per_minute,
         ),
         token_streams=pick(
             token and token.concurrent_streams,
             domain and domain.token_concurrent_streams,
-            default=s.CUBEAI_RATE_LIMIT_TOKEN_STREAMS,
-            maximum=s.CUBEAI_LIMITS_MAX_STREAMS,
+            default=p.token_concurrent_streams,
+            maximum=p.max_concurrent_streams,
         ),
-        token_budget=(token and token.monthly_token_budget)
-        or (domain and domain.token_monthly_token_budget)
-        or 0,
+        token_budget=min(
+            (token and token.monthly_token_budget)
+            or (domain and domain.token_monthly_token_budget)
+            or 0,
+            p.max_monthly_token_budget,
+        ),
         failure_mode=domain.failure_mode if domain else FailureMode.OPEN,
     )
 

@@ -1,6 +1,5 @@
 """Changing limits: validated here once, for the page, the management API and the admin."""
 
-from django.conf import settings
 from django.db import transaction
 
 from cubeai.exceptions import PermissionDenied
@@ -9,6 +8,7 @@ from domains.models import Domain
 from domains.selectors import Actor
 from domains.services import Invalid, audit_record
 from limits.models import DomainLimits, FailureMode, TokenLimits
+from limits.platform import Platform, platform_limits
 
 RATE_FIELDS = ("requests_per_minute", "token_requests_per_minute")
 TPM_FIELDS = ("tokens_per_minute", "token_tokens_per_minute")
@@ -31,15 +31,17 @@ TOKEN_FIELDS = (
 )
 
 
-def maximum(field: str) -> int:
-    """The platform's maximum for a field (staff set it: CUBEAI_LIMITS_MAX_*)."""
+def maximum(field: str, platform: Platform | None = None) -> int:
+    """The platform's maximum for a field (staff set it in the admin's platform limits, else
+    CUBEAI_LIMITS_MAX_*)."""
+    platform = platform or platform_limits()
     if field in RATE_FIELDS:
-        return settings.CUBEAI_LIMITS_MAX_RPM
+        return platform.max_requests_per_minute
     if field in TPM_FIELDS:
-        return settings.CUBEAI_LIMITS_MAX_TPM
+        return platform.max_tokens_per_minute
     if field in STREAM_FIELDS:
-        return settings.CUBEAI_LIMITS_MAX_STREAMS
-    return settings.CUBEAI_LIMITS_MAX_MONTHLY_TOKENS
+        return platform.max_concurrent_streams
+    return platform.max_monthly_token_budget
 
 
 def clean_values(values: dict, fields: tuple[str, ...]) -> dict:
@@ -47,6 +49,7 @@ def clean_values(values: dict, fields: tuple[str, ...]) -> dict:
     raises `Invalid` naming every bad field."""
     errors: dict[str, list[str]] = {}
     cleaned = {}
+    platform = platform_limits()
     for field in fields:
         if field not in values:
             continue
@@ -60,7 +63,7 @@ def clean_values(values: dict, fields: tuple[str, ...]) -> dict:
             except ValueError:
                 errors[field] = ["Enter a whole number, or leave it empty."]
                 continue
-        top = maximum(field)
+        top = maximum(field, platform)
         if value < 1:
             errors[field] = ["Must be at least 1 (leave it empty for the default)."]
         elif value > top:

@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from domains import permissions
+from inference.serializers import UsageDayOut, UsageMeasuresOut, UsageModelOut
 from tokens.models import Token
 from tokens.services import MAX_GRACE_SECONDS
 
@@ -84,3 +85,21 @@ class TokenRotateIn(serializers.Serializer):
     grace_seconds = serializers.IntegerField(
         required=False, default=0, min_value=0, max_value=MAX_GRACE_SECONDS
     )
+
+
+class UsageDomainOut(UsageMeasuresOut):
+    domain_id = serializers.UUIDField()
+    domain_name = serializers.CharField()
+
+
+class TokenUsageReportOut(serializers.Serializer):
+    """One token's usage in every domain it was used in."""
+
+    start = serializers.DateField()
+    end = serializers.DateField()
+    days = serializers.IntegerField()
+    scope = serializers.ChoiceField(choices=["token"])
+    totals = UsageMeasuresOut()
+    series = UsageDayOut(many=True)
+    by_domain = UsageDomainOut(many=True)
+    by_model = UsageModelOut(many=True)

@@ -16,6 +16,7 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from cubeai.exceptions import Conflict
+from cubeai.lib.downloads import csv_download
 from domains.models import Domain
 from inference import usage
 from inference.forms import UsagePeriodForm
@@ -106,6 +107,24 @@ def token_usage(request: HttpRequest, pk: int) -> HttpResponse:
         "tokens/usage.html",
         {"token": token, **usage_context(form, report)},
         status=400 if form.errors else 200,
+    )
+
+
+@login_required
+@require_GET
+def token_usage_export(request: HttpRequest, pk: int) -> HttpResponse:
+    """One token's usage as CSV: a row per day of the period, the page's daily series."""
+    token = _owned(request, pk)
+    form = UsagePeriodForm(request.GET or None)
+    if request.GET and not form.is_valid():
+        return HttpResponse(form.errors.as_text(), status=400, content_type="text/plain")
+    period = form.period()
+    report = usage.token_usage_report(token_id=token.pk, period=period)
+    return csv_download(
+        report["series"],
+        usage.TOKEN_EXPORT_COLUMNS,
+        # The id, not the name: a token's name is the user's free text.
+        f"usage-token-{token.pk}-{period.start}-{period.end}.csv",
     )
 
 

@@ -18,10 +18,19 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cubeai.exceptions import DomainError
+from inference import usage
+from inference.serializers import UsageQuery
+from inference.views_api import validated_query
 from tokens import services
 from tokens.authentication import PATAuthentication
 from tokens.models import Token
-from tokens.serializers import TokenCreateIn, TokenOut, TokenRotateIn, TokenWithSecretOut
+from tokens.serializers import (
+    TokenCreateIn,
+    TokenOut,
+    TokenRotateIn,
+    TokenUsageReportOut,
+    TokenWithSecretOut,
+)
 from tokens.services import TokenInvalid
 
 
@@ -139,3 +148,17 @@ class TokenRevoke(TokenAPIView):
     @extend_schema(request=None, responses=TokenOut)
     def post(self, request: Request, pk: int) -> Response:
         return Response(TokenOut(services.token_revoke(token=self.owned(pk))).data)
+
+
+class TokenUsage(TokenAPIView):
+    """`GET /api/tokens/<id>/usage/?days=7` (or `?start=&end=`): one of your tokens' usage
+    in every domain it was used in — totals, a series per day, by domain and by model, from
+    the daily aggregates (what its usage page shows)."""
+
+    @extend_schema(parameters=[UsageQuery], responses=TokenUsageReportOut)
+    def get(self, request: Request, pk: int) -> Response:
+        token = self.owned(pk)
+        period = validated_query(UsageQuery, request)["period"]
+        report = usage.token_usage_report(token_id=token.pk, period=period)
+        # One token's report has no breakdown by token or by member (always empty).
+        return Response({k: v for k, v in report.items() if k not in ("by_token", "by_member")})

@@ -85,6 +85,7 @@ PAGES = (
     "profile/tokens/<int:pk>/revoke/",
     "profile/tokens/<int:pk>/delete/",
     "profile/tokens/<int:pk>/usage/",
+    "profile/tokens/<int:pk>/usage/export.csv",
     "domains/",
     "domains/<uuid:domain_id>/",
     "domains/<uuid:domain_id>/models/",
@@ -279,6 +280,7 @@ ROUTES: dict[str, dict[str, Rule]] = {
     "api/tokens/<int:pk>/": {"GET": session(), "DELETE": session()},
     "api/tokens/<int:pk>/rotate/": {"POST": session(body={})},
     "api/tokens/<int:pk>/revoke/": {"POST": session(body={})},
+    "api/tokens/<int:pk>/usage/": {"GET": session()},
     "api/domains/<uuid:domain_id>/guardrails/": {
         "GET": scoped(200, *READ_GUARDRAILS),
         "POST": scoped(400, p.DOMAIN_MANAGE, body={}),

@@ -1,5 +1,6 @@
 """Profile → a token's usage: from the daily aggregates, across domains, the owner's only."""
 
+import datetime
 import re
 
 import pytest
@@ -99,3 +100,97 @@ def test_another_users_token_usage_is_a_404(client, bob, two_tokens_two_domains)
     laptop, _ = two_tokens_two_domains
     client.force_login(bob)
     assert client.get(f"/profile/tokens/{laptop.pk}/usage/").status_code == 404
+
+
+def _csv(response) -> list[dict]:
+    import csv
+    import io
+
+    text = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_a_token_usage_exports_one_csv_row_per_day(client, alice, two_tokens_two_domains):
+    laptop, _ = two_tokens_two_domains
+    client.force_login(alice)
+    response = client.get(f"/profile/tokens/{laptop.pk}/usage/export.csv?days=7")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/csv")
+    today = timezone.localdate()
+    start = today - datetime.timedelta(days=6)
+    assert (
+        f'filename="usage-token-{laptop.pk}-{start}-{today}.csv"'
+        in (response["Content-Disposition"])
+    )
+    rows = _csv(response)
+    assert rows[0]["day"] == start.isoformat()
+    assert len(rows) == 7
+    last = rows[-1]
+    # Both domains' requests of the laptop token, none of the ci token's.
+    assert last["day"] == today.isoformat()
+    assert (last["requests"], last["errors"], last["total_tokens"]) == ("8", "1", "130")
+    assert (last["prompt_tokens"], last["completion_tokens"]) == ("65", "65")
+    assert last["avg_latency_ms"] == "10.0"
+    assert rows[0]["requests"] == "0"
+    page = client.get(f"/profile/tokens/{laptop.pk}/usage/").content.decode()
+    assert f'href="/profile/tokens/{laptop.pk}/usage/export.csv?start=' in page
+
+
+def test_a_token_usage_export_refuses_a_bad_period_and_another_users_token(
+    client, alice, bob, two_tokens_two_domains
+):
+    laptop, _ = two_tokens_two_domains
+    client.force_login(alice)
+    bad = client.get(
+        f"/profile/tokens/{laptop.pk}/usage/export.csv?start=2026-02-10&end=2026-02-01"
+    )
+    assert bad.status_code == 400
+    assert "end" in bad.content.decode()
+    assert "The last day must not be before the first." in bad.content.decode()
+    client.force_login(bob)
+    assert client.get(f"/profile/tokens/{laptop.pk}/usage/export.csv").status_code == 404
+
+
+def test_the_api_gives_a_token_usage_as_documented(api, alice, two_tokens_two_domains, domain):
+    from tests.openapi import check_body
+
+    laptop, _ = two_tokens_two_domains
+    api.force_login(alice)
+    response = api.get(f"/api/tokens/{laptop.pk}/usage/?days=30")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["scope"], body["days"]) == ("token", 30)
+    assert body["end"] == timezone.localdate().isoformat()
+    assert (body["totals"]["requests"], body["totals"]["errors"]) == (8, 1)
+    assert body["totals"]["total_tokens"] == 130
+    assert len(body["series"]) == 30
+    assert body["series"][-1]["requests"] == 8
+    by_domain = {row["domain_name"]: row for row in body["by_domain"]}
+    assert by_domain["Alice Labs"]["requests"] == 3
+    assert by_domain["Alice Labs"]["domain_id"] == str(domain.pk)
+    assert by_domain["Alice Two"]["total_tokens"] == 100
+    assert [(row["model"], row["requests"]) for row in body["by_model"]] == [("chat-a", 8)]
+    assert "by_token" not in body and "by_member" not in body
+    document = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    check_body(document, "/api/tokens/{id}/usage/", "get", 200, body)
+
+
+def test_the_token_usage_api_refuses_a_bad_period_another_users_token_and_a_token(
+    api, alice, bob, pat, two_tokens_two_domains
+):
+    laptop, _ = two_tokens_two_domains
+    api.force_login(alice)
+    bad = api.get(f"/api/tokens/{laptop.pk}/usage/?start=2026-02-10&end=2026-02-01")
+    assert bad.status_code == 400
+    assert bad.json() == {"end": ["Must not be before `start`."]}
+    assert api.get(f"/api/tokens/{laptop.pk}/usage/?days=5").json()["days"] == [
+        '"5" is not a valid choice.'
+    ]
+    api.force_login(bob)
+    assert api.get(f"/api/tokens/{laptop.pk}/usage/").status_code == 404
+    api.logout()
+    # Like every token operation of the API: a signed-in session only, never a token.
+    secret = pat(alice, scopes=["usage:read"])
+    refused = api.get(f"/api/tokens/{laptop.pk}/usage/", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert refused.status_code == 403
+    assert "session" in refused.json()["detail"]
