@@ -1,14 +1,15 @@
 """Soak and fault suite: a bounded mixed load on the real gateway with production settings.
 
-Chat (streamed and not), completions, embeddings, client errors and clients that leave
-mid-stream, from several threads for `SOAK_SECONDS` (20 s in CI; `make soak` runs 300 s),
+Chat (streamed and not), completions, embeddings, transcriptions (a small WAV made here, to
+the fake upstream: the real agent's whisper is too slow for a short run on 2 cores), client
+errors and clients that leave mid-stream, from several threads for `SOAK_SECONDS` (20 s in CI; `make soak` runs 300 s),
 while one backend of a two-deployment model is killed a third of the way in. Counted, not
 assumed: no 5xx, no request past its timeout, the worker's RSS bounded, its open file
 descriptors (sockets) back to where they were, and every upstream stream the gateway opened
 finished or cancelled (none held).
 
-Not here (yet): transcription in the mix (the real agent's whisper is too slow for a short
-run on 2 cores), Redis and PostgreSQL restarts, slowloris and never-reading clients.
+Slow and stalled clients are the second test here; Redis and PostgreSQL restarts have suites
+of their own (`test_redis_restart.py`, `test_postgres_restart.py`), which `make soak` runs too.
 """
 
 import os
@@ -18,6 +19,8 @@ import sys
 import threading
 import time
 import uuid
+import wave
+from io import BytesIO
 from pathlib import Path
 
 import httpx
@@ -158,6 +161,7 @@ def soak(stack, django_db_blocker, tmp_path_factory):
             ("soak-chat", ["chat", "completion"], [(fake, "echo")]),
             ("soak-stream", ["chat"], [(fake, "paced")]),
             ("soak-embed", ["embedding"], [(fake, "echo")]),
+            ("soak-transcribe", ["transcription"], [(fake, "echo")]),
             ("soak-failover", ["chat"], [(other, "echo"), (fake, "echo")]),
         ):
             model = Model.objects.create(name=name, tasks=tasks)
@@ -170,6 +174,20 @@ def soak(stack, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         Model.objects.filter(name__startswith="soak-").delete()
         Backend.objects.filter(name__startswith="e2e-soak-").delete()
+
+
+def tiny_wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
+    """A WAV of silence, 16-bit mono: what a transcription upload looks like, small."""
+    buffer = BytesIO()
+    with wave.open(buffer, "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(rate)
+        audio.writeframes(b"\0\0" * int(seconds * rate))
+    return buffer.getvalue()
+
+
+WAV = tiny_wav()
 
 
 def one_request(client: httpx.Client, base: str, kind: str) -> int:
@@ -185,6 +203,16 @@ def one_request(client: httpx.Client, base: str, kind: str) -> int:
     if kind == "embedding":
         body = {"model": "soak-embed", "input": ["a", "b"]}
         return client.post(f"{base}/embeddings", json=body).status_code
+    if kind == "transcription":
+        response = client.post(
+            f"{base}/audio/transcriptions",
+            data={"model": "soak-transcribe"},
+            files={"file": ("hi.wav", WAV, "audio/wav")},
+        )
+        if response.status_code == 200:
+            # What the backend made of the upload: the whole WAV reached it.
+            assert response.json()["text"] == f"echo:echo:{len(WAV)} bytes:0.25 s", response.text
+        return response.status_code
     if kind in ("stream", "leave"):
         body = {
             "model": "soak-stream",
@@ -211,7 +239,17 @@ def streams_held(fake: str) -> int:
     return stats["streams_started"] - stats["streams_finished"] - stats["streams_cancelled"]
 
 
-KINDS = ["chat", "failover", "completion", "embedding", "stream", "leave", "unknown-model", "bad"]
+KINDS = [
+    "chat",
+    "failover",
+    "completion",
+    "embedding",
+    "transcription",
+    "stream",
+    "leave",
+    "unknown-model",
+    "bad",
+]
 EXPECTED = {"unknown-model": {404}, "bad": {400}}
 
 
@@ -319,7 +357,8 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
 
     written = committed(
         lambda: UsageEvent.objects.filter(
-            model__in=["soak-chat", "soak-embed", "soak-failover"], status=200
+            model__in=["soak-chat", "soak-embed", "soak-transcribe", "soak-failover"],
+            status=200,
         ).count()
     )
     assert written >= served, (written, served)
