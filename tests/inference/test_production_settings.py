@@ -4,7 +4,7 @@ Every end-to-end gateway runs with production's settings (a routing check every 
 auth and token caches, a 10 s breaker cool-down, the off-path executors); this suite checks,
 on a gateway of its own with the rate limits lifted, what they must not break under load:
 least-busy routing across snapshot rebuilds, a new backend taking its share and not all the
-traffic, and revocation, access and guardrail policy changes taking effect within the
+traffic, and revocation, role, access and guardrail policy changes taking effect within the
 documented delay while requests keep coming.
 """
 
@@ -20,7 +20,8 @@ import pytest
 from django.utils import timezone
 
 from domains import permissions
-from domains.models import User
+from domains import services as domain_services
+from domains.models import Membership, Role, User
 from domains.selectors import Actor
 from guardrails.services import policy_save
 from inference import access
@@ -209,6 +210,58 @@ def test_a_revocation_takes_effect_within_its_delay_under_load(prod, stack):
         time.sleep(REVOCATION_DELAY + SLACK + 1)
     delay = load.settled(401, revoked_at)
     assert delay <= REVOCATION_DELAY + SLACK, delay
+
+
+def test_a_role_change_takes_effect_within_its_delay_under_load(prod, stack):
+    """A member's role loses the chat permission while they and others chat: their token
+    gets 403 within the documented delay (docs/architecture.md: role changes apply within
+    about 2 s, the authentication cache plus the token cache), the others keep getting 200."""
+    admin = Actor(
+        user=committed(lambda: User.objects.get(email="e2e-alice@example.com")),
+        permissions=frozenset(permissions.ALL),
+    )
+
+    def join():
+        user = User.objects.create_user("e2e-dave-prod@example.com", "pw-dave-123456")
+        chatter = Role.objects.create(
+            domain=stack.alpha,
+            name="chatter",
+            permissions=[permissions.MODELS_READ, permissions.CHAT],
+        )
+        Membership.objects.create(user=user, domain=stack.alpha, role=chatter)
+        expires = timezone.now() + datetime.timedelta(days=1)
+        return token_services.token_issue(
+            owner=user,
+            name="prod",
+            scopes=[permissions.CHAT, permissions.MODELS_READ],
+            expires_at=expires,
+        )[1]
+
+    dave_token = committed_write(join)
+
+    def chat_as(token: str):
+        def chat(client) -> int:
+            body = {"model": "prod-echo", "messages": [{"role": "user", "content": "x"}]}
+            headers = {"Authorization": f"Bearer {token}"}
+            return client.post(prod.url("chat/completions"), json=body, headers=headers).status_code
+
+        return chat
+
+    def demote() -> None:
+        membership = Membership.objects.get(user__email="e2e-dave-prod@example.com")
+        reader = Role.objects.get(domain=stack.alpha, name="reader")  # no chat permission
+        domain_services.member_change_role(
+            actor=admin, domain=stack.alpha, membership=membership, role=reader
+        )
+
+    with Load(chat_as(dave_token)) as dave, Load(chat_as(prod.token)) as alice:
+        assert {status for _, status in dave.results} == {200}
+        changed_at = time.monotonic()
+        committed_write(demote)
+        time.sleep(REVOCATION_DELAY + SLACK + 1)
+    delay = dave.settled(403, changed_at)
+    assert delay <= REVOCATION_DELAY + SLACK, delay
+    assert len(alice.results) > 10 and {status for _, status in alice.results} == {200}
 
 
 def test_a_model_denial_takes_effect_within_its_delay_under_load(prod, stack):
