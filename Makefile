@@ -48,9 +48,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
-# The soak and fault suite for five minutes (CI runs it for 20 s), and the OpenAPI and parser
-# fuzzers with more examples.
+# The soak and fault suite for five minutes (CI runs it for 20 s), the Redis, PostgreSQL and
+# two-node fault suites, and the OpenAPI and parser fuzzers with more examples.
 soak: $(STAMP)
 	SOAK_SECONDS=$${SOAK_SECONDS:-300} FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(BIN)/pytest -q -s -p no:cacheprovider \
 		tests/inference/test_soak.py tests/inference/test_fuzz_openapi.py tests/security/test_fuzz_parsers.py \
-		tests/inference/test_postgres_restart.py
+		tests/inference/test_postgres_restart.py tests/inference/test_redis_restart.py \
+		tests/inference/test_two_nodes.py

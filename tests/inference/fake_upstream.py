@@ -8,7 +8,9 @@ model can be made to produce on demand: a guard model (`guard`); a model that le
 secret across chunks (`leak`) or leaks personal data and secrets in every field of its
 answer (`fields`: content, refusal, tool-call arguments, log probabilities); a 10 KB
 private key (`pem`); a 100 KB answer with secrets near its end (`long`); and an echo of
-what it received (`echo`, for chat, completions and embeddings), and vLLM's `/tokenize` for `paced`. Every
+what it received (`echo`, for chat, completions and embeddings; for transcriptions, the
+uploaded WAV's length: the real agent's whisper is too slow for a load test on 2 cores), and
+vLLM's `/tokenize` for `paced`. Every
 behaviour is chosen
 by the upstream model name the gateway sends. `GET /stats` reports what it saw (`last`: the
 last request body per model), so tests can check what reached the backend and that the
@@ -18,9 +20,11 @@ Run: python fake_upstream.py PORT
 """
 
 import asyncio
+import io
 import json
 import sys
 import time
+import wave
 
 from aiohttp import web
 
@@ -298,6 +302,29 @@ async def embeddings(request: web.Request) -> web.Response:
     )
 
 
+async def transcriptions(request: web.Request) -> web.Response:
+    """`echo` for transcriptions: the multipart form read like a backend does; the text
+    names the model, the upload's size and the WAV's duration (a 400 for a file that is
+    not a WAV), as `json` or, when asked, `text`."""
+    stats["requests"] += 1
+    form = await request.post()
+    upload = form.get("file")
+    if not isinstance(upload, web.FileField):
+        return web.json_response({"error": {"message": "no file"}}, status=400)
+    data = upload.file.read()
+    try:
+        with wave.open(io.BytesIO(data)) as audio:
+            duration = audio.getnframes() / audio.getframerate()
+    except (wave.Error, EOFError):
+        return web.json_response({"error": {"message": "not a WAV file"}}, status=400)
+    fields = {name: str(value) for name, value in form.items() if name != "file"}
+    stats["last"][fields.get("model", "")] = {**fields, "file_bytes": len(data)}
+    text = f"echo:{fields.get('model')}:{len(data)} bytes:{duration:.2f} s"
+    if fields.get("response_format") == "text":
+        return web.Response(text=text, content_type="text/plain")
+    return web.json_response({"text": text, "usage": {"type": "duration", "seconds": duration}})
+
+
 async def tokenize(request: web.Request) -> web.Response:
     """vLLM's `POST /tokenize`, for the `paced` model only (17 tokens, whatever the prompt);
     any other model gets the 404 of a backend that cannot count."""
@@ -316,6 +343,7 @@ def main() -> None:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_post("/tokenize", tokenize)
     app.router.add_get("/stats", get_stats)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)

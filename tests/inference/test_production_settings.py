@@ -4,40 +4,52 @@ Every end-to-end gateway runs with production's settings (a routing check every 
 auth and token caches, a 10 s breaker cool-down, the off-path executors); this suite checks,
 on a gateway of its own with the rate limits lifted, what they must not break under load:
 least-busy routing across snapshot rebuilds, a new backend taking its share and not all the
-traffic, and revocation, access and guardrail policy changes taking effect within the
+traffic, and revocation, role, access and guardrail policy changes taking effect within the
 documented delay while requests keep coming.
 """
 
 import datetime
+import os
+import signal
+import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 from django.utils import timezone
 
 from domains import permissions
-from domains.models import User
+from domains import services as domain_services
+from domains.models import Membership, Role, User
 from domains.selectors import Actor
 from guardrails.services import policy_save
 from inference import access
 from inference.models import Backend, Deployment, Model
 from tests.inference.conftest import (
+    HERE,
     REVOCATION_DELAY,
     ROUTING_DELAY,
     SLACK,
     committed,
+    free_port,
     retry_locked,
     start_gateway,
+    start_process,
     usage_row,
 )
 from tokens import services as token_services
 from tokens.models import Token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
+
+METRICS_TOKEN = "prod-metrics-token-0123456789"
+# Production's breaker cool-down (cubeai/settings.py, README "Routing and failover").
+BREAKER_COOLDOWN = 10
 
 
 @dataclass
@@ -58,6 +70,7 @@ def prod(stack, django_db_blocker, tmp_path_factory):
             tmp_path_factory.mktemp("prod-gateway"),
             CUBEAI_RATE_LIMIT_TOKEN_RPM="1000000",
             CUBEAI_RATE_LIMIT_DOMAIN_RPM="1000000",
+            CUBEAI_METRICS_TOKEN=METRICS_TOKEN,
         )
         fake = Backend.objects.get(name="e2e-fake-ok").base_url
         model = Model.objects.create(name="prod-paced", tasks=["chat"])
@@ -211,6 +224,58 @@ def test_a_revocation_takes_effect_within_its_delay_under_load(prod, stack):
     assert delay <= REVOCATION_DELAY + SLACK, delay
 
 
+def test_a_role_change_takes_effect_within_its_delay_under_load(prod, stack):
+    """A member's role loses the chat permission while they and others chat: their token
+    gets 403 within the documented delay (docs/architecture.md: role changes apply within
+    about 2 s, the authentication cache plus the token cache), the others keep getting 200."""
+    admin = Actor(
+        user=committed(lambda: User.objects.get(email="e2e-alice@example.com")),
+        permissions=frozenset(permissions.ALL),
+    )
+
+    def join():
+        user = User.objects.create_user("e2e-dave-prod@example.com", "pw-dave-123456")
+        chatter = Role.objects.create(
+            domain=stack.alpha,
+            name="chatter",
+            permissions=[permissions.MODELS_READ, permissions.CHAT],
+        )
+        Membership.objects.create(user=user, domain=stack.alpha, role=chatter)
+        expires = timezone.now() + datetime.timedelta(days=1)
+        return token_services.token_issue(
+            owner=user,
+            name="prod",
+            scopes=[permissions.CHAT, permissions.MODELS_READ],
+            expires_at=expires,
+        )[1]
+
+    dave_token = committed_write(join)
+
+    def chat_as(token: str):
+        def chat(client) -> int:
+            body = {"model": "prod-echo", "messages": [{"role": "user", "content": "x"}]}
+            headers = {"Authorization": f"Bearer {token}"}
+            return client.post(prod.url("chat/completions"), json=body, headers=headers).status_code
+
+        return chat
+
+    def demote() -> None:
+        membership = Membership.objects.get(user__email="e2e-dave-prod@example.com")
+        reader = Role.objects.get(domain=stack.alpha, name="reader")  # no chat permission
+        domain_services.member_change_role(
+            actor=admin, domain=stack.alpha, membership=membership, role=reader
+        )
+
+    with Load(chat_as(dave_token)) as dave, Load(chat_as(prod.token)) as alice:
+        assert {status for _, status in dave.results} == {200}
+        changed_at = time.monotonic()
+        committed_write(demote)
+        time.sleep(REVOCATION_DELAY + SLACK + 1)
+    delay = dave.settled(403, changed_at)
+    assert delay <= REVOCATION_DELAY + SLACK, delay
+    assert len(alice.results) > 10 and {status for _, status in alice.results} == {200}
+
+
 def test_a_model_denial_takes_effect_within_its_delay_under_load(prod, stack):
     def chat(client) -> int:
         body = {"model": "prod-echo", "messages": [{"role": "user", "content": "x"}]}
@@ -264,3 +329,107 @@ def test_a_guardrail_policy_takes_effect_within_its_delay_under_load(prod, stack
         time.sleep(ROUTING_DELAY + SLACK + 1.5)
     delay = load.settled(400, saved_at)
     assert delay <= ROUTING_DELAY + SLACK, delay
+
+
+def start_fake(port: int, log: Path):
+    """A fake upstream of its own on `port` (one this test can kill and start again)."""
+    return start_process(
+        [sys.executable, str(HERE / "fake_upstream.py"), str(port)],
+        env=dict(os.environ),
+        ready_url=f"http://127.0.0.1:{port}/stats",
+        log_path=log,
+    )
+
+
+def breaker_open(prod: Prod, backend: str) -> int:
+    """`cubeai_breaker_open` for `backend` at the gateway's `/metrics` (0 when not set yet)."""
+    response = httpx.get(
+        f"{prod.gateway}/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    prefix = f'cubeai_breaker_open{{backend="{backend}"}} '
+    found = [line for line in response.text.splitlines() if line.startswith(prefix)]
+    return int(float(found[0].removeprefix(prefix))) if found else 0
+
+
+def test_a_killed_backend_gets_traffic_again_after_the_breaker_cool_down(prod, stack, tmp_path):
+    """One backend of a two-deployment model is killed under load, then started again on
+    the same port: its breaker opens, the other deployment serves meanwhile (no 5xx but the
+    502 of a request the dead one had already taken, README "Routing and failover"), and
+    once the cool-down has passed a half-open probe closes it and it takes its share again,
+    counted at the backend itself."""
+    from tests.conftest import _stop
+
+    port = free_port()
+    revived = start_fake(port, tmp_path / "first.log")
+
+    def add() -> None:
+        backend = Backend.objects.create(
+            name="e2e-prod-revive",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            kind="openai",
+            allow_not_confidential=True,
+        )
+        model = Model.objects.create(name="prod-revive", tasks=["chat"])
+        model.deployments.create(backend=backend, upstream_model="echo")
+        model.deployments.create(
+            backend=Backend.objects.get(name="e2e-fake-ok"), upstream_model="echo"
+        )
+
+    committed_write(add)
+
+    def chat(client) -> int:
+        body = {"model": "prod-revive", "messages": [{"role": "user", "content": "x"}]}
+        headers = {"Authorization": f"Bearer {prod.token}"}
+        return client.post(prod.url("chat/completions"), json=body, headers=headers).status_code
+
+    def served_by_revived() -> int:
+        return httpx.get(f"http://127.0.0.1:{port}/stats", timeout=10).json()["requests"]
+
+    def wait_for(check, timeout: float) -> float:
+        """Seconds until `check()` is true, polled; fails after `timeout`."""
+        started = time.monotonic()
+        while not check():
+            assert time.monotonic() - started < timeout, "not within the deadline"
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    # Routed (the model is new: within the routing delay) and taking its share.
+    def routed() -> bool:
+        with httpx.Client(timeout=30) as client:
+            return chat(client) == 200 and served_by_revived() > 0
+
+    wait_for(routed, ROUTING_DELAY + SLACK + 5)
+    try:
+        with Load(chat) as load:
+            wait_for(lambda: served_by_revived() >= 5, 30)
+            killed = time.monotonic()  # at most when it died: the bound below holds
+            revived.send_signal(signal.SIGKILL)
+            revived.wait(timeout=10)
+            wait_for(lambda: breaker_open(prod, "e2e-prod-revive") == 1, 30)
+            revived = start_fake(port, tmp_path / "second.log")
+            restarted = time.monotonic()
+            # Out of routing until the cool-down has passed (it began after the kill, so no
+            # request may reach the new process sooner, however loaded the machine), then
+            # back: a probe, then its share of the load (a few requests, not only the probe).
+            wait_for(lambda: served_by_revived() >= 1, BREAKER_COOLDOWN * 2 + SLACK + 5)
+            probed = time.monotonic()
+            assert probed - killed >= BREAKER_COOLDOWN, probed - killed
+            wait_for(lambda: served_by_revived() >= 5, 15)
+            back = time.monotonic()
+            assert breaker_open(prod, "e2e-prod-revive") == 0
+        wrong = [
+            (round(at - killed, 2), status)
+            for at, status in load.results
+            if status != 200 and not (status == 502 and at < killed + 0.5)
+        ]
+        assert wrong == [], wrong[:10]
+        print(
+            f"\nbreaker: open {restarted - killed:.1f} s after the kill, probed "
+            f"{probed - killed:.1f} s after it, its share again {back - killed:.1f} s after it; "
+            f"{len(load.results)} requests"
+        )
+    finally:
+        _stop(revived)

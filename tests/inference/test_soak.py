@@ -1,14 +1,16 @@
 """Soak and fault suite: a bounded mixed load on the real gateway with production settings.
 
-Chat (streamed and not), completions, embeddings, client errors and clients that leave
-mid-stream, from several threads for `SOAK_SECONDS` (20 s in CI; `make soak` runs 300 s),
-while one backend of a two-deployment model is killed a third of the way in. Counted, not
-assumed: no 5xx, no request past its timeout, the worker's RSS bounded, its open file
-descriptors (sockets) back to where they were, and every upstream stream the gateway opened
-finished or cancelled (none held).
+Chat (streamed and not), completions, embeddings, transcriptions (a small WAV made here, to
+the fake upstream: the real agent's whisper is too slow for a short run on 2 cores), client
+errors and clients that leave mid-stream, from several threads for `SOAK_SECONDS` (20 s in
+CI; `make soak` runs 300 s), while one backend of a two-deployment model is killed a third
+of the way in. Counted, not assumed: no 5xx, no request past its timeout, the worker's RSS
+bounded, its open file descriptors (sockets) back to where they were, its event loop's tasks
+back to where they were (`cubeai_event_loop_tasks` on `/metrics`), and every upstream stream
+the gateway opened finished or cancelled (none held).
 
-Not here (yet): transcription in the mix (the real agent's whisper is too slow for a short
-run on 2 cores), Redis and PostgreSQL restarts, slowloris and never-reading clients.
+Slow and stalled clients are the second test here; Redis and PostgreSQL restarts have suites
+of their own (`test_redis_restart.py`, `test_postgres_restart.py`), which `make soak` runs too.
 """
 
 import os
@@ -18,6 +20,8 @@ import sys
 import threading
 import time
 import uuid
+import wave
+from io import BytesIO
 from pathlib import Path
 
 import httpx
@@ -37,6 +41,7 @@ from tests.inference.conftest import (
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
+METRICS_TOKEN = "soak-metrics-token-0123456789"
 THREADS = 6
 TIMEOUT = 30  # the client's; no request may come near it
 
@@ -146,6 +151,7 @@ def soak(stack, django_db_blocker, tmp_path_factory):
             CUBEAI_RATE_LIMIT_TOKEN_RPM="1000000",
             CUBEAI_RATE_LIMIT_DOMAIN_RPM="1000000",
             CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT="5",
+            CUBEAI_METRICS_TOKEN=METRICS_TOKEN,
         )
         fake = Backend.objects.get(name="e2e-fake-ok")
         other = Backend.objects.create(
@@ -158,6 +164,7 @@ def soak(stack, django_db_blocker, tmp_path_factory):
             ("soak-chat", ["chat", "completion"], [(fake, "echo")]),
             ("soak-stream", ["chat"], [(fake, "paced")]),
             ("soak-embed", ["embedding"], [(fake, "echo")]),
+            ("soak-transcribe", ["transcription"], [(fake, "echo")]),
             ("soak-failover", ["chat"], [(other, "echo"), (fake, "echo")]),
         ):
             model = Model.objects.create(name=name, tasks=tasks)
@@ -170,6 +177,20 @@ def soak(stack, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock():
         Model.objects.filter(name__startswith="soak-").delete()
         Backend.objects.filter(name__startswith="e2e-soak-").delete()
+
+
+def tiny_wav(seconds: float = 0.25, rate: int = 16000) -> bytes:
+    """A WAV of silence, 16-bit mono: what a transcription upload looks like, small."""
+    buffer = BytesIO()
+    with wave.open(buffer, "wb") as audio:
+        audio.setnchannels(1)
+        audio.setsampwidth(2)
+        audio.setframerate(rate)
+        audio.writeframes(b"\0\0" * int(seconds * rate))
+    return buffer.getvalue()
+
+
+WAV = tiny_wav()
 
 
 def one_request(client: httpx.Client, base: str, kind: str) -> int:
@@ -185,6 +206,16 @@ def one_request(client: httpx.Client, base: str, kind: str) -> int:
     if kind == "embedding":
         body = {"model": "soak-embed", "input": ["a", "b"]}
         return client.post(f"{base}/embeddings", json=body).status_code
+    if kind == "transcription":
+        response = client.post(
+            f"{base}/audio/transcriptions",
+            data={"model": "soak-transcribe"},
+            files={"file": ("hi.wav", WAV, "audio/wav")},
+        )
+        if response.status_code == 200:
+            # What the backend made of the upload: the whole WAV reached it.
+            assert response.json()["text"] == f"echo:echo:{len(WAV)} bytes:0.25 s", response.text
+        return response.status_code
     if kind in ("stream", "leave"):
         body = {
             "model": "soak-stream",
@@ -204,6 +235,29 @@ def one_request(client: httpx.Client, base: str, kind: str) -> int:
     return client.post(f"{base}/chat/completions", json=body).status_code
 
 
+def loop_tasks(url: str, pid: int) -> int:
+    """The tasks alive on the worker's event loop, as `/metrics` counts them at the scrape
+    (`cubeai_event_loop_tasks`; its own tasks included, the same few every time)."""
+    response = httpx.get(
+        f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in response.text.splitlines()
+        if line.startswith("cubeai_event_loop_tasks")
+        and ("pid=" not in line or f'pid="{pid}"' in line)
+    ]
+    assert len(values) == 1, response.text
+    return int(values[0])
+
+
+# Tasks of the gateway's own that may or may not be alive at a scrape, load or not: a
+# routing check (`inference/registry.py`) and a metering flush (`inference/metering.py`).
+# The routing watcher is always there once the first request started it (the warm-up).
+BACKGROUND_TASKS = 2
+
+
 def streams_held(fake: str) -> int:
     """Streams the fake upstream started and neither finished nor saw cancelled. It serves
     the whole session, so a test compares with what was held when it began."""
@@ -211,7 +265,17 @@ def streams_held(fake: str) -> int:
     return stats["streams_started"] - stats["streams_finished"] - stats["streams_cancelled"]
 
 
-KINDS = ["chat", "failover", "completion", "embedding", "stream", "leave", "unknown-model", "bad"]
+KINDS = [
+    "chat",
+    "failover",
+    "completion",
+    "embedding",
+    "transcription",
+    "stream",
+    "leave",
+    "unknown-model",
+    "bad",
+]
 EXPECTED = {"unknown-model": {404}, "bad": {400}}
 
 
@@ -256,8 +320,12 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
     time.sleep(1)
     names = server_ports(stack, soak)
     rss_before, kinds_before = rss_kib(pid), fd_kinds(pid, names)
+    tasks_before = loop_tasks(soak["url"], pid)
 
     threads = load(0)
+    # The count sees what load puts on the loop (each request in flight has tasks of its
+    # own), so its return to the baseline below means something: a few scrapes, the most.
+    tasks_during = max(loop_tasks(soak["url"], pid) for _ in range(5))
     time.sleep(SOAK_SECONDS / 3)
     soak["doomed"].send_signal(signal.SIGKILL)  # a backend dies mid-load
     killed = time.monotonic()
@@ -296,17 +364,26 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
     while time.monotonic() < deadline:
         stats = httpx.get(fake_stats).json()
         held = stats["streams_started"] - stats["streams_finished"] - stats["streams_cancelled"]
-        if held == held_before and settled(fd_kinds(pid, names)):
+        tasks_after = loop_tasks(soak["url"], pid)
+        if (
+            held == held_before
+            and settled(fd_kinds(pid, names))
+            and tasks_after <= tasks_before + BACKGROUND_TASKS
+        ):
             break
         time.sleep(0.5)
     kinds_after = fd_kinds(pid, names)
     assert held == held_before, stats
     assert settled(kinds_after), (kinds_before, kinds_after, ceilings)
+    # No task left on the worker's event loop: none per request, stream or client gone.
+    assert tasks_during > tasks_before + BACKGROUND_TASKS, (tasks_before, tasks_during)
+    assert tasks_after <= tasks_before + BACKGROUND_TASKS, (tasks_before, tasks_after)
     rss_after = rss_kib(pid)
     assert rss_after < rss_before * 1.25 + 20_000, (rss_before, rss_after)
     print(
         f"\nsoak {SOAK_SECONDS:g} s: {len(results)} requests, "
         f"RSS {rss_before // 1024}->{rss_after // 1024} MiB, "
+        f"event loop tasks {tasks_before}->{tasks_during} under load->{tasks_after}, "
         f"descriptors {sorted(kinds_before.items())} -> {sorted(kinds_after.items())}"
     )
     # The usage of what was served was all written.
@@ -319,7 +396,8 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
 
     written = committed(
         lambda: UsageEvent.objects.filter(
-            model__in=["soak-chat", "soak-embed", "soak-failover"], status=200
+            model__in=["soak-chat", "soak-embed", "soak-transcribe", "soak-failover"],
+            status=200,
         ).count()
     )
     assert written >= served, (written, served)

@@ -244,7 +244,12 @@ def test_metrics_are_refused_without_the_credential_and_parse_with_it(client, se
     )
     assert answer.status_code == 200
     names = {f.name for f in text_string_to_metric_families(answer.content.decode())}
-    assert {"cubeai_requests", "cubeai_jobs", "cubeai_job_duration_seconds"} <= names
+    assert {
+        "cubeai_requests",
+        "cubeai_jobs",
+        "cubeai_job_duration_seconds",
+        "cubeai_event_loop_tasks",
+    } <= names
     settings.CUBEAI_METRICS_TOKEN = ""
     settings.CUBEAI_METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
     assert client.get("/metrics").status_code == 403  # the test client is 127.0.0.1
