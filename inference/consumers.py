@@ -228,7 +228,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs) -> None:
         if not isinstance(content, dict):
             return await self.send_json(_bad_frame("A frame is a JSON object."))
-        frame_type = FRAMES.get(content.get("type"))
+        # Only a string can name a frame: a list or object there is unhashable, and would
+        # raise in the lookup and close the socket instead of answering.
+        kind = content.get("type")
+        frame_type = FRAMES.get(kind) if isinstance(kind, str) else None
         if frame_type is None:
             return await self.send_json(
                 _bad_frame("`type` must be `chat` or `stop`.", param="type")

@@ -338,7 +338,16 @@ async def test_bad_frames_get_an_error_frame_and_the_socket_stays_usable(chat_ca
     bad = [
         ("text", "this is not json", "invalid_json", None),
         ("text", "[1, 2]", "invalid_frame", None),
+        ("text", "42", "invalid_frame", None),
+        ("text", '"chat"', "invalid_frame", None),
+        ("text", "null", "invalid_frame", None),
         ("json", {"type": "shout"}, "invalid_frame", "type"),
+        # An unhashable `type` once raised TypeError in the frame lookup and closed the socket.
+        ("json", {"type": []}, "invalid_frame", "type"),
+        ("json", {"type": {}}, "invalid_frame", "type"),
+        ("json", {"type": ["chat"], "id": "r1"}, "invalid_frame", "type"),
+        ("json", {"type": None}, "invalid_frame", "type"),
+        ("json", {"id": "r1"}, "invalid_frame", "type"),
         ("json", {**chat_frame("x"), "stream": False}, "invalid_frame", "stream"),
         ("json", {**chat_frame("x"), "temperature": 9}, "invalid_frame", "temperature"),
         ("json", {**chat_frame("x"), "messages": [{"role": "x", "content": "y"}]}, None, None),
