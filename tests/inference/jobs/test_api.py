@@ -371,6 +371,37 @@ def test_a_backend_failure_is_retried_with_back_off_then_fails_the_job(jobs_stac
     assert uuid.UUID(job["id"]) not in stored_files()
 
 
+def test_a_spent_monthly_budget_fails_the_job_at_once_without_retrying(jobs_stack, worker, speech):
+    # Found by a review: `insufficient_quota` is a 429, and every 429 was retried, so a job
+    # spent all its attempts and back-offs on a budget that stays spent all month.
+    def budgeted_token() -> str:
+        token, secret = token_services.token_issue(
+            owner=User.objects.get(email="e2e-alice@example.com"),
+            name="e2e-budget",
+            scopes=[permissions.AUDIO_TRANSCRIPTIONS, permissions.CHAT],
+            expires_at=timezone.now() + datetime.timedelta(days=1),
+        )
+        TokenLimits.objects.create(domain=jobs_stack.alpha, token=token, monthly_token_budget=1)
+        return secret
+
+    token = committed(budgeted_token)
+    spend = httpx.post(
+        f"{jobs_stack.base_url(jobs_stack.alpha)}/chat/completions",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"model": "echo", "messages": [{"role": "user", "content": "spend it"}]},
+        timeout=30,
+    )
+    assert spend.status_code == 200, spend.text
+    job = submit(jobs_stack, speech(SENTENCE).read_bytes(), token=token).json()
+    seen = follow(jobs_stack, job["id"], timeout=60)
+    final = seen[-1]
+    assert final["status"] == "failed", final
+    assert final["error"]["code"] == "insufficient_quota"
+    assert final["attempts"] == 1
+    assert not any(s["error"] and s["error"].get("retrying") for s in seen)
+    assert uuid.UUID(job["id"]) not in stored_files()
+
+
 def test_the_list_pages_with_a_cursor(jobs_stack, worker):
     first = get(jobs_stack, limit=1).json()
     assert len(first["data"]) == 1
