@@ -551,6 +551,8 @@ CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_SECONDS = envint(
 )
 CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_MAX_SECONDS = 300
 CUBEAI_TRANSCRIPTION_RESULT_DAYS = envint("CUBEAI_TRANSCRIPTION_RESULT_DAYS", "7")
+# Queued or running jobs one member may have in one domain (the API and the page alike).
+CUBEAI_TRANSCRIPTION_MAX_ACTIVE_JOBS = envint("CUBEAI_TRANSCRIPTION_MAX_ACTIVE_JOBS", "20")
 CUBEAI_TRANSCRIPTION_SWEEP_SECONDS = envint("CUBEAI_TRANSCRIPTION_SWEEP_SECONDS", "15")
 # How the page's WebSocket learns of progress: group messages on the Redis channel layer
 # ("layer"), or by following the job's row ("poll") where the in-process layer cannot cross
@@ -565,10 +567,11 @@ if (
         CUBEAI_TRANSCRIPTION_LEASE_SECONDS,
         CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS,
         CUBEAI_TRANSCRIPTION_RESULT_DAYS,
+        CUBEAI_TRANSCRIPTION_MAX_ACTIVE_JOBS,
     )
     < 1
 ):
-    sys.exit("CUBEAI_TRANSCRIPTION_* times, attempts and days must be at least 1.")
+    sys.exit("CUBEAI_TRANSCRIPTION_* times, attempts, days and jobs must be at least 1.")
 if REDIS_URL and CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] <= (
     CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS + CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_MAX_SECONDS
 ):

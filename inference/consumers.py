@@ -188,7 +188,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.domain_id = str(self.scope["url_route"]["kwargs"]["domain_id"])
         self.reply: asyncio.Task | None = None
         self.reply_id: str | None = None
+        # `stopping`: a stop frame cancelled the reply; `stoppable`: its stream still runs.
         self.stopping = False
+        self.stoppable = False
         try:
             await self._caller()
         except NotFound:
@@ -228,7 +230,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs) -> None:
         if not isinstance(content, dict):
             return await self.send_json(_bad_frame("A frame is a JSON object."))
-        frame_type = FRAMES.get(content.get("type"))
+        # Only a string can name a frame: a list or object there is unhashable, and would
+        # raise in the lookup and close the socket instead of answering.
+        kind = content.get("type")
+        frame_type = FRAMES.get(kind) if isinstance(kind, str) else None
         if frame_type is None:
             return await self.send_json(
                 _bad_frame("`type` must be `chat` or `stop`.", param="type")
@@ -247,7 +252,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return await self.send_json(
                 {**_bad_frame("No such reply is running.", code="not_running"), "id": reply_id}
             )
-        self.stopping = True
+        if not self.stoppable:
+            # Already stopping, or the stream is over and what it produced is going out: the
+            # reply's closing frame answers this stop too. Cancelling now would lose it.
+            return
+        self.stopping, self.stoppable = True, False
         self.reply.cancel()
 
     async def _chat(self, frame: ChatFrame) -> None:
@@ -265,45 +274,58 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(error_frame(error, frame.id))
             code = CLOSE_NOT_FOUND if isinstance(error, NotFound) else CLOSE_FORBIDDEN
             return await self.close(code=code)
-        self.reply_id, self.stopping = frame.id, False
+        self.reply_id, self.stopping, self.stoppable = frame.id, False, True
         self.reply = asyncio.get_running_loop().create_task(
             self._reply(caller, frame.id, frame.params())
         )
 
     async def _reply(self, caller: Caller, reply_id: str, params: dict) -> None:
-        """Run one reply: tokens through the bounded queue, then one closing frame (`end`,
-        `stopped` or `error`)."""
+        """Run one reply: tokens through the bounded queue, then exactly one closing frame
+        (`end`, `stopped` or `error`).
+
+        A stop cancels the stream only. Once the stream is over, what it produced (the tokens
+        still buffered for a slow browser) and the closing frame go out whatever arrives: a
+        stop cancelling those awaits would lose the closing frame and leave the page waiting.
+        """
         figures = Figures()
         queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, settings.CUBEAI_CHAT_BUFFER_CHUNKS))
         sender = asyncio.get_running_loop().create_task(self._send_queued(queue))
         try:
-            last = await self._stream(caller, reply_id, params, queue, figures)
-        except asyncio.CancelledError:
-            if not self.stopping:
+            try:
+                last = await self._stream(caller, reply_id, params, queue, figures)
+            except asyncio.CancelledError:
+                if not self.stopping:
+                    raise
+                last = {"type": "stopped", "id": reply_id, **figures.as_dict()}
+            except DomainError as error:
+                last = error_frame(error, reply_id)
+            except SlowClient:
+                last = {
+                    **_bad_frame(
+                        "The browser fell too far behind the model; the reply was stopped.",
+                        code="slow_client",
+                    ),
+                    "id": reply_id,
+                    "status": 503,
+                }
+            except Exception:
+                log.exception("chat reply failed")
+                last = {
+                    **_bad_frame("The reply failed.", code="server_error"),
+                    "id": reply_id,
+                    "status": 500,
+                }
+            finally:
+                self.stoppable = False
+            await queue.put(None)
+            await sender
+            await self.send_json(last)
+        finally:
+            # Only the socket closing (`disconnect`) cancels this far: end the sender with
+            # the reply, or it would wait on its queue for as long as the socket lives.
+            if not sender.done():
                 sender.cancel()
-                raise
-            last = {"type": "stopped", "id": reply_id, **figures.as_dict()}
-        except DomainError as error:
-            last = error_frame(error, reply_id)
-        except SlowClient:
-            last = {
-                **_bad_frame(
-                    "The browser fell too far behind the model; the reply was stopped.",
-                    code="slow_client",
-                ),
-                "id": reply_id,
-                "status": 503,
-            }
-        except Exception:
-            log.exception("chat reply failed")
-            last = {
-                **_bad_frame("The reply failed.", code="server_error"),
-                "id": reply_id,
-                "status": 500,
-            }
-        await queue.put(None)
-        await sender
-        await self.send_json(last)
+                await asyncio.gather(sender, return_exceptions=True)
 
     async def _send_queued(self, queue: asyncio.Queue) -> None:
         while (frame := await queue.get()) is not None:

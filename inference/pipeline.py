@@ -276,14 +276,21 @@ async def get_model(caller: Caller, name: str) -> tuple[ModelEntry, dict[str, st
 
 async def _admit_lookup(caller: Caller) -> dict[str, str]:
     """The request limits (one request, no tokens), then the permission, as for a call."""
-    headers = await gate.admit_lookup(
+    headers = await admit_request(caller)
+    caller.require(permissions.MODELS_READ)
+    return headers
+
+
+async def admit_request(caller: Caller) -> dict[str, str]:
+    """One request against the caller's request limits, no tokens and no budget (the model
+    list, the transcription-job routes). Returns the answer's `x-ratelimit-*` headers;
+    raises `RateLimited` (429 with `Retry-After`) when refused."""
+    return await gate.admit_lookup(
         domain_id=caller.domain_id,
         token_id=caller.token_id,
         user_id=caller.user_id,
         on_reject=_count_rejection,
     )
-    caller.require(permissions.MODELS_READ)
-    return headers
 
 
 # Operations -------------------------------------------------------------------------------

@@ -7,15 +7,19 @@
     DELETE /audio/transcriptions/jobs/{id}            cancel (409 once finished)
 
 Same auth and envelope as the rest of `/proxy/<domain-id>/v1`. A job is its creator's: any
-other id (another member's, another domain's) is a 404.
+other id (another member's, another domain's) is a 404. Every request counts as one against
+the caller's request limits before anything else is read (an upload refused with 429 is never
+parsed or stored), and every answer carries the `x-ratelimit-*` headers.
 """
+
+import functools
 
 import orjson
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from ninja import Path, Router
 
-from cubeai.exceptions import PermissionDenied
+from cubeai.exceptions import DomainError, PermissionDenied
 from domains import permissions
 from inference import pipeline
 from inference.api import ERRORS, PATBearer, audio_upload, request_id_of
@@ -38,6 +42,25 @@ def _json(body, request: HttpRequest, status: int = 200) -> HttpResponse:
     response = HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
     response["x-request-id"] = request_id_of(request)
     return response
+
+
+def _limited(view):
+    """Admit the request through the limits gate first (one request, no tokens, as for the
+    model list), and put its `x-ratelimit-*` headers on the answer, an error's too."""
+
+    @functools.wraps(view)
+    async def admitted(request: HttpRequest, *args, **kwargs):
+        limits = await pipeline.admit_request(request.auth)
+        try:
+            response = await view(request, *args, **kwargs)
+        except DomainError as error:
+            error.headers = {**limits, **error.headers}
+            raise
+        for name, value in limits.items():
+            response[name] = value
+        return response
+
+    return admitted
 
 
 def _require_audio(caller: Caller) -> None:
@@ -88,6 +111,7 @@ CREATE_DOC = {
     openapi_extra=CREATE_DOC,
     summary="Create a transcription job",
 )
+@_limited
 async def job_create(request: HttpRequest, domain_id: Path[str]):
     caller: Caller = request.auth
     upload, fields = audio_upload(request, extra=frozenset({"task"}))
@@ -130,6 +154,7 @@ async def job_create(request: HttpRequest, domain_id: Path[str]):
     description=f"Newest first; `limit` (1-100, default 20) and the cursor `after` (a job id). "
     f"{NEEDS_EITHER}",
 )
+@_limited
 async def job_list(request: HttpRequest, domain_id: Path[str], limit: int = 20, after: str = ""):
     caller: Caller = request.auth
     _require_audio(caller)
@@ -156,6 +181,7 @@ async def job_list(request: HttpRequest, domain_id: Path[str], limit: int = 20, 
     summary="Retrieve a transcription job",
     description=NEEDS_EITHER,
 )
+@_limited
 async def job_retrieve(request: HttpRequest, domain_id: Path[str], job_id: str):
     caller: Caller = request.auth
     _require_audio(caller)
@@ -174,6 +200,7 @@ async def job_retrieve(request: HttpRequest, domain_id: Path[str], job_id: str):
     "segments); by default the job's `response_format`. 409 until the job has succeeded. "
     + NEEDS_EITHER,
 )
+@_limited
 async def job_result(request: HttpRequest, domain_id: Path[str], job_id: str, format: str = ""):
     caller: Caller = request.auth
     _require_audio(caller)
@@ -209,6 +236,7 @@ def result_response(job: TranscriptionJob, fmt: str, request_id: str = "") -> Ht
     description="Cancels a queued or running job (its audio is deleted at once); 409 once it "
     "has finished. " + NEEDS_EITHER,
 )
+@_limited
 async def job_cancel(request: HttpRequest, domain_id: Path[str], job_id: str):
     caller: Caller = request.auth
     _require_audio(caller)

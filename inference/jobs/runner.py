@@ -2,9 +2,10 @@
 pipeline (`pipeline.transcription` / `pipeline.translation` with `on_segment`), progress per
 segment as the backend decodes it, and the result stored once.
 
-Backend failures (429, 502, 503) are retried with exponential back-off up to
-`CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS`; other errors (bad audio, a lost permission, an unknown
-model) fail the job at once. A run lasts at most `CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS`.
+Failures that waiting can cure (429 rate limits, 502, 503, a 504 backend timeout) are
+retried with exponential back-off, or after the error's `Retry-After` when that is longer, up
+to `CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS` (`retry_countdown`); other errors (a spent monthly
+budget, bad audio, a lost permission, an unknown model) fail the job at once. A run lasts at most `CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS`.
 While it runs it renews its lease; if the job is cancelled or taken over by another run,
 its next write finds the job no longer its own and it stops, closing the backend's stream.
 """
@@ -12,6 +13,7 @@ its next write finds the job no longer its own and it stops, closing the backend
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from asgiref.sync import sync_to_async
@@ -27,7 +29,9 @@ from inference.registry import registry
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = frozenset({429, 502, 503})
+RETRYABLE = frozenset({429, 502, 503, 504})
+# 429s that no back-off cures: a monthly budget stays spent until the month rolls over.
+FINAL_CODES = frozenset({"insufficient_quota"})
 
 
 class JobLost(InferenceError):
@@ -45,6 +49,22 @@ def _db(function):
 def backoff(attempt: int) -> float:
     base = settings.CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_SECONDS
     return min(base * 2 ** (attempt - 1), settings.CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_MAX_SECONDS)
+
+
+def retry_countdown(error: InferenceError, attempt: int) -> float | None:
+    """Seconds to wait before the next run after `error` ended run `attempt`, or None to fail
+    the job now. The wait is the back-off or the error's `Retry-After`, whichever is longer,
+    and never past the longest back-off (the broker's visibility timeout is checked against
+    it at start-up): a longer `Retry-After` spends an attempt rather than a redelivery."""
+    if error.status not in RETRYABLE or error.code in FINAL_CODES:
+        return None
+    if attempt >= settings.CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS:
+        return None
+    countdown = backoff(attempt)
+    # An HTTP date or garbage from a backend leaves the back-off alone.
+    with contextlib.suppress(ValueError):
+        countdown = max(countdown, float(error.headers.get("Retry-After", 0)))
+    return min(countdown, settings.CUBEAI_TRANSCRIPTION_RETRY_BACKOFF_MAX_SECONDS)
 
 
 async def run(job_id: str) -> float | None:
@@ -116,8 +136,8 @@ async def _run(job_id: str) -> float | None:
         await _fail(job, attempt, "time_limit_exceeded", "The job took longer than its time limit.")
         return None
     except InferenceError as error:
-        if error.status in RETRYABLE and attempt < settings.CUBEAI_TRANSCRIPTION_MAX_ATTEMPTS:
-            countdown = backoff(attempt)
+        countdown = retry_countdown(error, attempt)
+        if countdown is not None:
             queued = await _db(services.job_retry_later)(
                 job.pk,
                 attempt,

@@ -122,7 +122,10 @@ def job_create(
     chunks: Iterable[bytes],
     request_id: str,
 ) -> Job:
-    """Store the audio, then the queued job, and send it to a worker once committed."""
+    """Store the audio, then the queued job, and send it to a worker once committed; refuses
+    (429) an owner who already has `CUBEAI_TRANSCRIPTION_MAX_ACTIVE_JOBS` queued or running
+    in the domain, before anything is stored."""
+    _check_active_jobs(domain_id=domain_id, owner_id=owner_id)
     job_id = uuid.uuid4()
     storage.save(job_id, chunks)
     now = timezone.now()
@@ -149,6 +152,24 @@ def job_create(
         storage.delete(job_id)
         raise
     return job
+
+
+def _check_active_jobs(*, domain_id: str, owner_id: int) -> None:
+    # Counted, not locked: two uploads at the same instant may both pass, which a cap on
+    # queued work (not a security boundary) can allow.
+    cap = settings.CUBEAI_TRANSCRIPTION_MAX_ACTIVE_JOBS
+    active = Job.objects.filter(
+        domain_id=domain_id, owner_id=owner_id, status__in=(Job.Status.QUEUED, Job.Status.RUNNING)
+    ).count()
+    if active >= cap:
+        raise InferenceError(
+            f"You already have {active} transcription jobs queued or running in this domain, "
+            f"the most allowed (CUBEAI_TRANSCRIPTION_MAX_ACTIVE_JOBS = {cap}). Submit more "
+            "once one has ended, or cancel one.",
+            status=429,
+            code="too_many_active_jobs",
+            extra={"limit": "active_jobs"},
+        )
 
 
 def send(job_id: uuid.UUID | str, *, countdown: float | None = None) -> None:

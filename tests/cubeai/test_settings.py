@@ -140,3 +140,21 @@ def test_a_sqlite_transaction_that_reads_then_writes_survives_a_concurrent_write
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "2"
+
+
+def test_it_refuses_a_visibility_timeout_not_longer_than_a_job_and_its_longest_back_off():
+    # Redis redelivers a task unacknowledged past the visibility timeout: one shorter than a
+    # job's time limit plus its longest retry back-off (300 s) would run a job twice at once.
+    limits = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+    limits["CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS"] = "100"
+    for too_short in ("399", "400"):
+        result = run_settings(**limits, CUBEAI_CELERY_VISIBILITY_TIMEOUT=too_short)
+        assert result.returncode != 0
+        assert result.stderr.strip().splitlines() == [
+            "CUBEAI_CELERY_VISIBILITY_TIMEOUT must exceed CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS"
+            " + 300 s (the longest retry back-off)."
+        ]
+    result = run_settings(**limits, CUBEAI_CELERY_VISIBILITY_TIMEOUT="401")
+    assert result.returncode == 0, result.stderr
+    # The embedded broker has no visibility timeout: nothing to check there.
+    assert run_settings(CUBEAI_CELERY_VISIBILITY_TIMEOUT="1").returncode == 0

@@ -190,6 +190,84 @@ async def test_stop_ends_the_reply_and_cancels_the_upstream_request(chat_cast):
     await ws.disconnect()
 
 
+def _sender_tasks() -> list[asyncio.Task]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "").endswith("_send_queued")
+    ]
+
+
+@pytest.fixture
+def slow_browser(monkeypatch):
+    """Tokens and closing frames reach the browser 0.3 s late (slower than `paced` writes
+    them), and an event says when the reply's stream is over, with tokens still buffered."""
+    streamed = asyncio.Event()
+    send_json, stream = consumers.ChatConsumer.send_json, consumers.ChatConsumer._stream
+
+    async def slow_send(self, content, close=False):
+        if content.get("type") in ("token", "end", "stopped"):
+            await asyncio.sleep(0.3)
+        await send_json(self, content, close)
+
+    async def observed_stream(self, *args):
+        try:
+            return await stream(self, *args)
+        finally:
+            streamed.set()
+
+    monkeypatch.setattr(consumers.ChatConsumer, "send_json", slow_send)
+    monkeypatch.setattr(consumers.ChatConsumer, "_stream", observed_stream)
+    return streamed
+
+
+async def test_a_stop_while_buffered_tokens_go_out_still_ends_with_one_closing_frame(
+    chat_cast, slow_browser
+):
+    # Found by a review: once the stream was over, a stop cancelled the reply while it sent
+    # the buffered tokens; no closing frame came, and the page waited for ever.
+    domain, _, cookies, _ = chat_cast
+    ws = communicator(domain, cookies["alice"])
+    assert (await ws.connect())[0]
+    frame = chat_frame("fast", model="paced")
+    await ws.send_json_to(frame)
+    assert (await ws.receive_json_from(timeout=10))["type"] == "start"
+    await asyncio.wait_for(slow_browser.wait(), timeout=10)
+    await ws.send_json_to({"type": "stop", "id": frame["id"]})
+    await ws.send_json_to({"type": "stop", "id": frame["id"]})
+    frames = await until_last(ws, timeout=5)
+    # The model had finished: the whole reply is delivered, and ends as complete.
+    assert [f["type"] for f in frames[:-1]] == ["token"] * (len(frames) - 1)
+    assert frames[-1]["type"] == "end" and frames[-1]["id"] == frame["id"]
+    assert text_of(frames).startswith("one two three four five ")
+    assert frames[-1]["completion_tokens"] == len(frames) - 1
+    assert await ws.receive_nothing(timeout=0.5)
+    assert _sender_tasks() == []
+    await ws.send_json_to(chat_frame("again"))
+    assert (await until_last(ws))[-1]["type"] == "end"
+    await ws.disconnect()
+
+
+async def test_a_second_stop_while_the_first_is_stopping_still_gets_one_stopped_frame(
+    chat_cast, slow_browser
+):
+    domain, _, cookies, _ = chat_cast
+    ws = communicator(domain, cookies["alice"])
+    assert (await ws.connect())[0]
+    frame = chat_frame("go slowly", model="slow-stream")
+    await ws.send_json_to(frame)
+    assert (await ws.receive_json_from(timeout=10))["type"] == "start"
+    assert (await ws.receive_json_from(timeout=10))["type"] == "token"
+    await ws.send_json_to({"type": "stop", "id": frame["id"]})
+    await ws.send_json_to({"type": "stop", "id": frame["id"]})
+    frames = await until_last(ws, timeout=5)
+    assert [f["type"] for f in frames] == ["token"] * (len(frames) - 1) + ["stopped"]
+    assert frames[-1]["completion_tokens"] == len(frames)
+    assert await ws.receive_nothing(timeout=0.5)
+    assert _sender_tasks() == []
+    await ws.disconnect()
+
+
 async def test_an_outsider_and_an_anonymous_visitor_are_refused_as_not_found(chat_cast):
     domain, _, cookies, _ = chat_cast
     for cookie in (cookies["charlie"], None, "not-a-session"):
@@ -338,7 +416,16 @@ async def test_bad_frames_get_an_error_frame_and_the_socket_stays_usable(chat_ca
     bad = [
         ("text", "this is not json", "invalid_json", None),
         ("text", "[1, 2]", "invalid_frame", None),
+        ("text", "42", "invalid_frame", None),
+        ("text", '"chat"', "invalid_frame", None),
+        ("text", "null", "invalid_frame", None),
         ("json", {"type": "shout"}, "invalid_frame", "type"),
+        # An unhashable `type` once raised TypeError in the frame lookup and closed the socket.
+        ("json", {"type": []}, "invalid_frame", "type"),
+        ("json", {"type": {}}, "invalid_frame", "type"),
+        ("json", {"type": ["chat"], "id": "r1"}, "invalid_frame", "type"),
+        ("json", {"type": None}, "invalid_frame", "type"),
+        ("json", {"id": "r1"}, "invalid_frame", "type"),
         ("json", {**chat_frame("x"), "stream": False}, "invalid_frame", "stream"),
         ("json", {**chat_frame("x"), "temperature": 9}, "invalid_frame", "temperature"),
         ("json", {**chat_frame("x"), "messages": [{"role": "x", "content": "y"}]}, None, None),

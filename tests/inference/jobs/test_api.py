@@ -8,20 +8,26 @@ the sweeper and a restarted worker, which stores the result once; bad input is r
 clear errors and leaves nothing behind.
 """
 
+import datetime
 import re
 import time
 import uuid
 
 import httpx
 import pytest
+from django.utils import timezone
 
+from domains import permissions
+from domains.models import User
 from inference.jobs import storage
 from inference.jobs.models import TranscriptionJob
 from inference.jobs.tasks import transcription_job_run, transcription_jobs_sweep
 from inference.models import Backend, Deployment, Model
+from limits.models import TokenLimits
 from tests.inference.conftest import GATEWAY_MAX_AUDIO_BYTES, committed, routed, usage_row
 from tests.inference.jobs.conftest import LEASE_SECONDS, SENTENCE
 from tests.inference.jobs.workers import Worker
+from tokens import services as token_services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.models, pytest.mark.django_db]
 
@@ -283,6 +289,63 @@ def test_bad_input_is_refused_clearly_and_leaves_nothing_behind(jobs_stack, work
     assert get(jobs_stack, f"/{job['id']}").json()["status"] == "succeeded"
 
 
+def test_job_requests_count_against_the_request_limits_and_answers_carry_their_headers(
+    jobs_stack, worker, speech
+):
+    # Found by a review: the job routes never passed the limits gate, so a token could queue
+    # uploads without end and no job answer carried the `x-ratelimit-*` headers.
+    wav = speech(SENTENCE).read_bytes()
+
+    def limited_token() -> str:
+        token, secret = token_services.token_issue(
+            owner=User.objects.get(email="e2e-alice@example.com"),
+            name="e2e-limited",
+            scopes=[permissions.AUDIO_TRANSCRIPTIONS],
+            expires_at=timezone.now() + datetime.timedelta(days=1),
+        )
+        TokenLimits.objects.create(domain=jobs_stack.alpha, token=token, requests_per_minute=3)
+        return secret
+
+    token = committed(limited_token)
+    # The job's own run counts against the token's limits too: no worker takes it meanwhile.
+    worker.stop()
+    try:
+        created = submit(jobs_stack, wav, token=token)
+        assert created.status_code == 202, created.text
+        job = created.json()
+        assert created.headers["x-ratelimit-limit-requests"] == "3"
+        assert created.headers["x-ratelimit-remaining-requests"] == "2"
+        assert int(created.headers["x-ratelimit-reset-requests"].rstrip("ms")) >= 0
+        read = get(jobs_stack, f"/{job['id']}", token=token)
+        assert read.json()["id"] == job["id"]
+        assert read.headers["x-ratelimit-remaining-requests"] == "1"
+        # An error after admission carries them too.
+        missing = get(jobs_stack, f"/{uuid.uuid4()}", token=token)
+        assert missing.json()["error"]["code"] == "not_found"
+        assert missing.headers["x-ratelimit-remaining-requests"] == "0"
+
+        rows = committed(lambda: TranscriptionJob.objects.count())
+        files = stored_files()
+        refused = submit(jobs_stack, wav, token=token)
+        assert refused.status_code == 429
+        error = refused.json()["error"]
+        assert (error["code"], error["limit"]) == ("rate_limit_exceeded", "requests_per_minute")
+        assert "Retry after" in error["message"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+        # The refused upload was never stored: no row, no audio file.
+        assert committed(lambda: TranscriptionJob.objects.count()) == rows
+        assert stored_files() == files
+        assert get(jobs_stack, f"/{job['id']}", token=token).status_code == 429
+        cancelled = httpx.delete(
+            f"{jobs_url(jobs_stack)}/{job['id']}",
+            headers={"Authorization": f"Bearer {jobs_stack.alice_token}"},
+        )
+        assert cancelled.json()["status"] == "cancelled"
+    finally:
+        worker.start()
+
+
 def test_a_backend_failure_is_retried_with_back_off_then_fails_the_job(jobs_stack, worker, speech):
     def deploy_on_a_dead_backend():
         dead = Backend.objects.get(name="e2e-dead")
@@ -305,6 +368,37 @@ def test_a_backend_failure_is_retried_with_back_off_then_fails_the_job(jobs_stac
     assert time.monotonic() - started >= 3
     retrying = [s for s in seen if s["status"] == "queued" and s["error"]]
     assert retrying and retrying[0]["error"]["retrying"] is True
+    assert uuid.UUID(job["id"]) not in stored_files()
+
+
+def test_a_spent_monthly_budget_fails_the_job_at_once_without_retrying(jobs_stack, worker, speech):
+    # Found by a review: `insufficient_quota` is a 429, and every 429 was retried, so a job
+    # spent all its attempts and back-offs on a budget that stays spent all month.
+    def budgeted_token() -> str:
+        token, secret = token_services.token_issue(
+            owner=User.objects.get(email="e2e-alice@example.com"),
+            name="e2e-budget",
+            scopes=[permissions.AUDIO_TRANSCRIPTIONS, permissions.CHAT],
+            expires_at=timezone.now() + datetime.timedelta(days=1),
+        )
+        TokenLimits.objects.create(domain=jobs_stack.alpha, token=token, monthly_token_budget=1)
+        return secret
+
+    token = committed(budgeted_token)
+    spend = httpx.post(
+        f"{jobs_stack.base_url(jobs_stack.alpha)}/chat/completions",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"model": "echo", "messages": [{"role": "user", "content": "spend it"}]},
+        timeout=30,
+    )
+    assert spend.status_code == 200, spend.text
+    job = submit(jobs_stack, speech(SENTENCE).read_bytes(), token=token).json()
+    seen = follow(jobs_stack, job["id"], timeout=60)
+    final = seen[-1]
+    assert final["status"] == "failed", final
+    assert final["error"]["code"] == "insufficient_quota"
+    assert final["attempts"] == 1
+    assert not any(s["error"] and s["error"].get("retrying") for s in seen)
     assert uuid.UUID(job["id"]) not in stored_files()
 
 

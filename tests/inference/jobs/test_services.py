@@ -95,3 +95,54 @@ def test_the_purge_deletes_expired_finished_jobs_only(job, alice, domain):
     remaining = set(TranscriptionJob.objects.values_list("pk", flat=True))
     assert expired.pk not in remaining
     assert {kept.pk, job.pk} <= remaining
+
+
+def test_the_run_task_is_acked_late_rejected_when_its_worker_is_lost_and_time_limited(settings):
+    from inference.jobs.tasks import transcription_job_run
+
+    # Acknowledged once run, and given back to the broker when its worker dies, so a killed
+    # worker's job runs again elsewhere; the hard limit kills a prefork child 60 s after the
+    # run's own time limit.
+    assert transcription_job_run.acks_late is True
+    assert transcription_job_run.reject_on_worker_lost is True
+    assert transcription_job_run.time_limit == settings.CUBEAI_TRANSCRIPTION_TIME_LIMIT_SECONDS + 60
+    assert transcription_job_run.max_retries is None
+
+
+def test_an_owner_with_too_many_active_jobs_is_refused_before_anything_is_stored(
+    domain, alice, settings
+):
+    settings.CUBEAI_TRANSCRIPTION_MAX_ACTIVE_JOBS = 2
+    for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+        TranscriptionJob.objects.create(domain=domain, owner=alice, model="m", status=status)
+    files = set(storage.stored_ids())
+    fields = {
+        "domain_id": str(domain.pk),
+        "owner_id": alice.pk,
+        "token_id": None,
+        "model": "m",
+        "task": "transcribe",
+        "language": "",
+        "response_format": "json",
+        "options": {},
+        "filename": "a.wav",
+        "content_type": "audio/wav",
+        "size": 12,
+        "request_id": "req_cap",
+    }
+    with pytest.raises(services.InferenceError) as refused:
+        services.job_create(**fields, chunks=[b"RIFF....WAVE"])
+    error = refused.value
+    assert (error.status, error.code, error.extra) == (
+        429,
+        "too_many_active_jobs",
+        {"limit": "active_jobs"},
+    )
+    assert "CUBEAI_TRANSCRIPTION_MAX_ACTIVE_JOBS = 2" in error.message
+    assert TranscriptionJob.objects.count() == 5
+    assert set(storage.stored_ids()) == files
+    # One ends: the next is taken.
+    TranscriptionJob.objects.filter(status="running").update(status="succeeded")
+    job = services.job_create(**fields, chunks=[b"RIFF....WAVE"])
+    assert job.status == "queued" and storage.path_of(job.pk).exists()
+    storage.delete(job.pk)
