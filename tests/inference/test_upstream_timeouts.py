@@ -146,7 +146,7 @@ async def test_a_streams_first_chunk_is_due_within_the_first_byte_timeout_of_the
             received.append(chunk)
     took = time.monotonic() - started
     assert received == []
-    assert 1.4 < took < 1.9, took
+    assert 1.4 < took < 4, took  # the 1.5 s deadline (with the bug the chunk came, at 2 s)
     assert failed.value.message == "The backend stream failed or stalled."
     assert registry.breaker(fake.pk).failures == 1
     # The gateway then settles its usage (it asks the backend to count the prompt).
