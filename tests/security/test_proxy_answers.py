@@ -162,3 +162,24 @@ def test_unknown_paths_under_the_management_api_are_a_404_in_its_envelope(
         assert response.status_code == 404, path
         assert response["Content-Type"] == "application/json", path
         assert response.json()["code"] == "not_found", path
+
+
+@pytest.mark.django_db
+def test_unknown_paths_are_a_404_in_the_envelope_for_writes_too(alice, domain, pat):
+    # Found by the write fuzzer: `DELETE /api/tokens/-1/` (no route takes a negative id) got
+    # Django's HTML 403 for a missing CSRF cookie, as a token-authenticated client never has
+    # one; the catch-alls answer nothing that a forged request could use.
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    token = pat(alice)
+    for method in ("post", "put", "patch", "delete"):
+        for path in ("/api/nothing/", "/api/tokens/-1/", f"/api/domains/{domain.pk}/x/"):
+            response = getattr(client, method)(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+            assert response.status_code == 404, (method, path)
+            assert response["Content-Type"] == "application/json", (method, path)
+            assert response.json()["code"] == "not_found", (method, path)
+        for path in ("/proxy/x", f"/proxy/{domain.pk}/v2/chat"):
+            response = getattr(client, method)(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+            assert response.status_code == 404, (method, path)
+            assert response.json()["error"]["code"] == "unknown_url", (method, path)
