@@ -79,11 +79,10 @@ class Fuzzer:
 
     def __init__(self, django_db_blocker) -> None:
         self.blocker = django_db_blocker
-        self.domains: list = []
+        self.domains: list[uuid.UUID] = []
         with django_db_blocker.unblock():
             self.owner = User.objects.create_user(FUZZ_OWNER, "pw-fuzz-123456")
-            first = self.domain()
-            del first  # the token's scopes must be the owner's somewhere
+            self.domain()  # the token's scopes must be the owner's in some domain first
             self.token = _token(self.owner, permissions.ALL)
             self.token_id = self.owner.tokens.get().pk
 
