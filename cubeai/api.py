@@ -6,6 +6,7 @@ import traceback
 import orjson
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
@@ -159,6 +160,9 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
     return _envelope(request, InferenceError(message, param=param, code=code))
 
 
+# CSRF-exempt as the API's own views are (a token client has no CSRF cookie): without it,
+# a write to an unknown path got Django's HTML 403 instead of this 404.
+@csrf_exempt
 async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     """Any other path under /proxy/ (`/proxy/<domain>/v2/...`, `/proxy/x`): a 404 in OpenAI's
     envelope, whatever the method (`cubeai.urls` routes here after the API's own paths)."""

@@ -1,15 +1,19 @@
 """Top-level URLs: pages, probes, the admin and the APIs."""
 
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import include, path, re_path, register_converter
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cubeai import views
 from cubeai.api import api, not_found
+from cubeai.converters import IdConverter
 from cubeai.metrics import metrics_view
 from domains.forms import AdminSignInForm
 from domains.views import signin_limited
+
+# Before the apps' URLs are included: they take their row ids as `<id:...>`.
+register_converter(IdConverter, "id")
 
 # The admin's sign-in counts failed attempts per client address as /signin/ and the APIs do
 # (set before `admin.site.urls` is read, which routes `login/` to `admin.site.login`).

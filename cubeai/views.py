@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     )
 
 
+# CSRF-exempt as DRF's views are: a client with a token has no CSRF cookie, and a 404 that
+# changes nothing has nothing to protect (without it, a write got Django's HTML 403).
+@csrf_exempt
 def api_not_found(request: HttpRequest, rest: str) -> JsonResponse:
     """An unknown management API route, in its envelope (`domains.drf.exception_handler`)."""
     return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)

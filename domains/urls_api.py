@@ -9,13 +9,13 @@ urlpatterns = [
     path("domains/<uuid:domain_id>/", views.DomainDetailView.as_view(), name="api-domain"),
     path("domains/<uuid:domain_id>/members/", views.MemberListView.as_view(), name="api-members"),
     path(
-        "domains/<uuid:domain_id>/members/<int:user_id>/",
+        "domains/<uuid:domain_id>/members/<id:user_id>/",
         views.MemberDetailView.as_view(),
         name="api-member",
     ),
     path("domains/<uuid:domain_id>/roles/", views.RoleListView.as_view(), name="api-roles"),
     path(
-        "domains/<uuid:domain_id>/roles/<int:role_id>/",
+        "domains/<uuid:domain_id>/roles/<id:role_id>/",
         views.RoleDetailView.as_view(),
         name="api-role",
     ),
@@ -25,12 +25,12 @@ urlpatterns = [
         name="api-invitations",
     ),
     path(
-        "domains/<uuid:domain_id>/invitations/<int:invitation_id>/",
+        "domains/<uuid:domain_id>/invitations/<id:invitation_id>/",
         views.InvitationDetailView.as_view(),
         name="api-invitation",
     ),
     path(
-        "domains/<uuid:domain_id>/invitations/<int:invitation_id>/resend/",
+        "domains/<uuid:domain_id>/invitations/<id:invitation_id>/resend/",
         views.InvitationResendView.as_view(),
         name="api-invitation-resend",
     ),

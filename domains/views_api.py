@@ -237,6 +237,7 @@ class InvitationDetailView(DomainAPIView):
         invitation = selectors.invitation_get(domain=self.domain, invitation_id=invitation_id)
         return Response(InvitationOut(invitation).data)
 
+    @extend_schema(responses={200: InvitationOut})
     def delete(self, request, domain_id, invitation_id):
         invitation = selectors.invitation_get(domain=self.domain, invitation_id=invitation_id)
         invitation = services.invitation_revoke(

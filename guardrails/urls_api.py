@@ -11,12 +11,12 @@ urlpatterns = [
         name="api-guardrails",
     ),
     path(
-        "domains/<uuid:domain_id>/guardrails/versions/<int:version>/",
+        "domains/<uuid:domain_id>/guardrails/versions/<id:version>/",
         views.PolicyVersionView.as_view(),
         name="api-guardrails-version",
     ),
     path(
-        "domains/<uuid:domain_id>/guardrails/versions/<int:version>/activate/",
+        "domains/<uuid:domain_id>/guardrails/versions/<id:version>/activate/",
         views.PolicyActivateView.as_view(),
         name="api-guardrails-activate",
     ),

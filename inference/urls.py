@@ -18,7 +18,7 @@ pages = [
     ),
     ("attestation/", views.domain_attestation, "domain_attestation"),
     (
-        "attestation/<int:backend_id>/evidence.json",
+        "attestation/<id:backend_id>/evidence.json",
         views.domain_attestation_evidence,
         "domain_attestation_evidence",
     ),

@@ -10,7 +10,7 @@ urlpatterns = [
         name="api-token-limits",
     ),
     path(
-        "domains/<uuid:domain_id>/limits/tokens/<int:token_id>/",
+        "domains/<uuid:domain_id>/limits/tokens/<id:token_id>/",
         views.TokenLimitsDetailView.as_view(),
         name="api-token-limit",
     ),

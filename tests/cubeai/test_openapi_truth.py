@@ -58,3 +58,27 @@ def test_the_domain_and_model_list_bodies_match(api, client, alice, domain, pat,
     response = client.get(f"/proxy/{domain.pk}/v1/models", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 200
     check(proxy_document, "/proxy/{domain_id}/v1/models", "get", 200, response.json())
+
+
+def test_an_invitation_revoked_is_documented_as_the_invitation_it_returns(
+    api, alice, domain, management_document
+):
+    # Found by the write fuzzer: the revoke answers 200 with the revoked invitation (the
+    # row stays, for the record), and the document said 204 with no body.
+    from domains import services
+    from domains.selectors import Actor
+
+    role = services.role_builtin(name=permissions.VIEWER)
+    invitation, _ = services.invitation_send(
+        actor=Actor.staff(alice),
+        domain=domain,
+        email="dave@example.com",
+        role=role,
+        link_base="http://testserver/",
+    )
+    api.force_login(alice)
+    response = api.delete(f"/api/domains/{domain.pk}/invitations/{invitation.pk}/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "revoked"
+    path = "/api/domains/{domain_id}/invitations/{invitation_id}/"
+    check_body(management_document, path, "delete", 200, response.json())

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from domains import services
+from domains import permissions, services
 from domains.selectors import Actor
 
 API_PATHS = {
@@ -162,3 +162,46 @@ def test_unknown_paths_under_the_management_api_are_a_404_in_its_envelope(
         assert response.status_code == 404, path
         assert response["Content-Type"] == "application/json", path
         assert response.json()["code"] == "not_found", path
+
+
+@pytest.mark.django_db
+def test_unknown_paths_are_a_404_in_the_envelope_for_writes_too(alice, domain, pat):
+    # Found by the write fuzzer: `DELETE /api/tokens/-1/` (no route takes a negative id) got
+    # Django's HTML 403 for a missing CSRF cookie, as a token-authenticated client never has
+    # one; the catch-alls answer nothing that a forged request could use.
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    token = pat(alice)
+    for method in ("post", "put", "patch", "delete"):
+        for path in ("/api/nothing/", "/api/tokens/-1/", f"/api/domains/{domain.pk}/x/"):
+            response = getattr(client, method)(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+            assert response.status_code == 404, (method, path)
+            assert response["Content-Type"] == "application/json", (method, path)
+            assert response.json()["code"] == "not_found", (method, path)
+        for path in ("/proxy/x", f"/proxy/{domain.pk}/v2/chat"):
+            response = getattr(client, method)(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+            assert response.status_code == 404, (method, path)
+            assert response.json()["error"]["code"] == "unknown_url", (method, path)
+
+
+@pytest.mark.django_db
+def test_an_id_too_large_for_the_database_is_a_404_not_a_500(client, alice, domain, pat):
+    # Found by the fuzzer at 100 examples: `GET .../members/<33 digits>/` overflowed the
+    # database's integer in the query (a 500). No row id has more than 18 digits.
+    token = pat(alice, scopes=permissions.ALL)
+    huge = "749585160364559629591683509780480"
+    base = f"/api/domains/{domain.pk}"
+    for path in (
+        f"{base}/members/{huge}/",
+        f"{base}/roles/{huge}/",
+        f"{base}/invitations/{huge}/",
+        f"{base}/guardrails/versions/{huge}/",
+        f"{base}/limits/tokens/{huge}/",
+        f"/api/tokens/{huge}/",
+    ):
+        response = client.get(path, HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert response.status_code == 404, path
+        assert response.json()["code"] == "not_found", path
+    client.force_login(alice)
+    assert client.get(f"/profile/tokens/{huge}/usage/").status_code == 404

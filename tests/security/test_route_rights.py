@@ -80,12 +80,12 @@ AUDIO_RIGHTS = (p.AUDIO_TRANSCRIPTIONS, p.AUDIO_TRANSLATIONS)
 PAGES = (
     "profile/tokens/",
     "profile/tokens/new/",
-    "profile/tokens/<int:pk>/secret/",
-    "profile/tokens/<int:pk>/rotate/",
-    "profile/tokens/<int:pk>/revoke/",
-    "profile/tokens/<int:pk>/delete/",
-    "profile/tokens/<int:pk>/usage/",
-    "profile/tokens/<int:pk>/usage/export.csv",
+    "profile/tokens/<id:pk>/secret/",
+    "profile/tokens/<id:pk>/rotate/",
+    "profile/tokens/<id:pk>/revoke/",
+    "profile/tokens/<id:pk>/delete/",
+    "profile/tokens/<id:pk>/usage/",
+    "profile/tokens/<id:pk>/usage/export.csv",
     "domains/",
     "domains/<uuid:domain_id>/",
     "domains/<uuid:domain_id>/models/",
@@ -96,27 +96,27 @@ PAGES = (
     "domains/<uuid:domain_id>/audit/requests/",
     "domains/<uuid:domain_id>/audit/requests/export.csv",
     "domains/<uuid:domain_id>/attestation/",
-    "domains/<uuid:domain_id>/attestation/<int:backend_id>/evidence.json",
+    "domains/<uuid:domain_id>/attestation/<id:backend_id>/evidence.json",
     "domains/<uuid:domain_id>/settings/",
     "domains/<uuid:domain_id>/settings/status/",
     "domains/<uuid:domain_id>/settings/delete/",
     "domains/<uuid:domain_id>/members/",
-    "domains/<uuid:domain_id>/members/<int:user_id>/role/",
-    "domains/<uuid:domain_id>/members/<int:user_id>/remove/",
+    "domains/<uuid:domain_id>/members/<id:user_id>/role/",
+    "domains/<uuid:domain_id>/members/<id:user_id>/remove/",
     "domains/<uuid:domain_id>/roles/",
-    "domains/<uuid:domain_id>/roles/<int:role_id>/",
-    "domains/<uuid:domain_id>/roles/<int:role_id>/delete/",
+    "domains/<uuid:domain_id>/roles/<id:role_id>/",
+    "domains/<uuid:domain_id>/roles/<id:role_id>/delete/",
     "domains/<uuid:domain_id>/invitations/",
-    "domains/<uuid:domain_id>/invitations/<int:invitation_id>/revoke/",
-    "domains/<uuid:domain_id>/invitations/<int:invitation_id>/resend/",
+    "domains/<uuid:domain_id>/invitations/<id:invitation_id>/revoke/",
+    "domains/<uuid:domain_id>/invitations/<id:invitation_id>/resend/",
     "domains/<uuid:domain_id>/audit/",
     "domains/<uuid:domain_id>/limits/",
     "domains/<uuid:domain_id>/audit/export.csv",
     "invitations/",
-    "invitations/<int:invitation_id>/accept/",
-    "invitations/<int:invitation_id>/decline/",
+    "invitations/<id:invitation_id>/accept/",
+    "invitations/<id:invitation_id>/decline/",
     "domains/<uuid:domain_id>/guardrails/",
-    "domains/<uuid:domain_id>/guardrails/versions/<int:version>/activate/",
+    "domains/<uuid:domain_id>/guardrails/versions/<id:version>/activate/",
     "domains/<uuid:domain_id>/transcriptions/",
     "domains/<uuid:domain_id>/transcriptions/<uuid:job_id>/result.<str:fmt>",
     "domains/<uuid:domain_id>/transcriptions/<uuid:job_id>/cancel/",
@@ -237,7 +237,7 @@ ROUTES: dict[str, dict[str, Rule]] = {
         "GET": scoped(200, p.MEMBERS_MANAGE),
         "POST": scoped(400, p.MEMBERS_MANAGE, body={}),
     },
-    "api/domains/<uuid:domain_id>/members/<int:user_id>/": {
+    "api/domains/<uuid:domain_id>/members/<id:user_id>/": {
         "GET": scoped(404, p.MEMBERS_MANAGE),
         "PATCH": scoped(404, p.MEMBERS_MANAGE, body={}),
         "DELETE": scoped(404, p.MEMBERS_MANAGE),
@@ -246,7 +246,7 @@ ROUTES: dict[str, dict[str, Rule]] = {
         "GET": scoped(200, p.MEMBERS_MANAGE),
         "POST": scoped(400, p.MEMBERS_MANAGE, body={}),
     },
-    "api/domains/<uuid:domain_id>/roles/<int:role_id>/": {
+    "api/domains/<uuid:domain_id>/roles/<id:role_id>/": {
         "GET": scoped(404, p.MEMBERS_MANAGE),
         "PATCH": scoped(404, p.MEMBERS_MANAGE, body={}),
         "DELETE": scoped(404, p.MEMBERS_MANAGE),
@@ -255,11 +255,11 @@ ROUTES: dict[str, dict[str, Rule]] = {
         "GET": scoped(200, p.MEMBERS_MANAGE),
         "POST": scoped(400, p.MEMBERS_MANAGE, body={}),
     },
-    "api/domains/<uuid:domain_id>/invitations/<int:invitation_id>/": {
+    "api/domains/<uuid:domain_id>/invitations/<id:invitation_id>/": {
         "GET": scoped(404, p.MEMBERS_MANAGE),
         "DELETE": scoped(404, p.MEMBERS_MANAGE),
     },
-    "api/domains/<uuid:domain_id>/invitations/<int:invitation_id>/resend/": {
+    "api/domains/<uuid:domain_id>/invitations/<id:invitation_id>/resend/": {
         "POST": scoped(404, p.MEMBERS_MANAGE, body={})
     },
     "api/domains/<uuid:domain_id>/audit/": {"GET": scoped(200, p.AUDIT_READ)},
@@ -268,7 +268,7 @@ ROUTES: dict[str, dict[str, Rule]] = {
         "PATCH": scoped(400, p.DOMAIN_MANAGE, body={"requests_per_minute": 0}),
     },
     "api/domains/<uuid:domain_id>/limits/tokens/": {"GET": scoped(200, p.USAGE_READ)},
-    "api/domains/<uuid:domain_id>/limits/tokens/<int:token_id>/": {
+    "api/domains/<uuid:domain_id>/limits/tokens/<id:token_id>/": {
         "GET": scoped(404, p.USAGE_READ),
         "PUT": scoped(400, p.DOMAIN_MANAGE, body={}),
         "DELETE": scoped(204, p.DOMAIN_MANAGE),
@@ -277,18 +277,18 @@ ROUTES: dict[str, dict[str, Rule]] = {
     "api/invitations/accept/": {"POST": session(body={})},
     "api/invitations/decline/": {"POST": session(body={})},
     "api/tokens/": {"GET": session(), "POST": session(body={})},
-    "api/tokens/<int:pk>/": {"GET": session(), "DELETE": session()},
-    "api/tokens/<int:pk>/rotate/": {"POST": session(body={})},
-    "api/tokens/<int:pk>/revoke/": {"POST": session(body={})},
-    "api/tokens/<int:pk>/usage/": {"GET": session()},
+    "api/tokens/<id:pk>/": {"GET": session(), "DELETE": session()},
+    "api/tokens/<id:pk>/rotate/": {"POST": session(body={})},
+    "api/tokens/<id:pk>/revoke/": {"POST": session(body={})},
+    "api/tokens/<id:pk>/usage/": {"GET": session()},
     "api/domains/<uuid:domain_id>/guardrails/": {
         "GET": scoped(200, *READ_GUARDRAILS),
         "POST": scoped(400, p.DOMAIN_MANAGE, body={}),
     },
-    "api/domains/<uuid:domain_id>/guardrails/versions/<int:version>/": {
+    "api/domains/<uuid:domain_id>/guardrails/versions/<id:version>/": {
         "GET": scoped(404, *READ_GUARDRAILS)
     },
-    "api/domains/<uuid:domain_id>/guardrails/versions/<int:version>/activate/": {
+    "api/domains/<uuid:domain_id>/guardrails/versions/<id:version>/activate/": {
         "POST": scoped(404, p.DOMAIN_MANAGE, body={})
     },
     "signup/": {"GET": public(200)},
