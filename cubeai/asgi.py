@@ -146,18 +146,26 @@ def tune_process() -> None:
 
 
 async def lifespan(scope, receive, send):
-    """Start-up and shutdown of the process: at start-up, `tune_process`; at shutdown, usage
-    and audit events still buffered are written before the process exits (a restart loses
-    no metering)."""
-    from inference import metering
+    """Start-up and shutdown of the process. At start-up, `tune_process`, and the process's
+    metering writer (`inference.metering_writer`) where `CUBEAI_METERING_WRITER` is on. At
+    shutdown, usage and audit events still buffered are handed over, and the writer is
+    waited for while it writes them (a restart loses no metering)."""
+    from django.conf import settings
+
+    from inference import metering, metering_writer
 
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             tune_process()
+            # The in-process tests turn the off-path executors off (inference/offpath.py):
+            # their events must be written in the test's own transaction.
+            if settings.CUBEAI_METERING_WRITER and settings.CUBEAI_OFFPATH_EXECUTORS:
+                metering_writer.start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await metering.flush()
+            await asyncio.to_thread(metering_writer.stop)
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -418,6 +418,13 @@ CUBEAI_BODY_READ_TIMEOUT = float(os.environ.get("CUBEAI_BODY_READ_TIMEOUT", "15"
 CUBEAI_BODY_TOTAL_TIMEOUT = float(os.environ.get("CUBEAI_BODY_TOTAL_TIMEOUT", "300"))
 CUBEAI_MAX_JSON_DEPTH = envint("CUBEAI_MAX_JSON_DEPTH", "64")
 CUBEAI_USAGE_FLUSH_SECONDS = float(os.environ.get("CUBEAI_USAGE_FLUSH_SECONDS", "1"))
+# Each web process writes its usage through a writer process of its own
+# (inference/metering_writer.py); off, the web process writes it itself. At shutdown the writer
+# tries for this long to write what it still has while the database is away.
+CUBEAI_METERING_WRITER = envbool("CUBEAI_METERING_WRITER", "true")
+CUBEAI_METERING_WRITER_DRAIN_SECONDS = float(
+    os.environ.get("CUBEAI_METERING_WRITER_DRAIN_SECONDS", "10")
+)
 # Limits and quotas (README.md, "Limits and quotas"): the platform defaults, which a
 # domain's admins may change within the maxima below. Staff may override each in the admin
 # (limits.PlatformLimits); these apply where that row leaves a field empty.

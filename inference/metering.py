@@ -1,9 +1,13 @@
 """Usage and audit events, written off the request path in batches.
 
 Requests append a small dict (never prompt or completion text) to a per-process buffer; a
-flush scheduled on the event loop writes the buffer with one bulk insert every
-`CUBEAI_USAGE_FLUSH_SECONDS`, on an executor of its own (`inference.offpath`), so no
-request waits for it. A crash loses at most that window of metering.
+flush scheduled on the event loop takes the buffer every `CUBEAI_USAGE_FLUSH_SECONDS`, on an
+executor of its own (`inference.offpath`), so no request waits for it. In a web process the
+flush hands the batch to the process's metering writer (`inference.metering_writer`), a
+process of its own that does the database work: its Python work would otherwise hold the
+interpreter lock that the requests need. Elsewhere (Celery workers, the in-process tests,
+or when the writer cannot be reached) the flush writes the batch itself. A crash loses at
+most that window of metering.
 """
 
 import asyncio
@@ -17,7 +21,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from cubeai.lib.batches import delete_in_batches, insert_rows
-from inference import offpath
+from inference import metering_writer, offpath
 
 log = logging.getLogger(__name__)
 
@@ -80,26 +84,40 @@ def drain() -> list[dict]:
     return batch
 
 
-def write(batch: list[dict]) -> bool:
-    """Insert the batch; False if the database was unreachable (kept, tried again)."""
+def drain_audits() -> list[dict]:
+    audits = _audit_buffer[:]
+    _audit_buffer.clear()
+    return audits
+
+
+def keep(buffer: list[dict], events: list[dict], what: str) -> None:
+    """Put events that could not be written back at the front of `buffer`, which holds at
+    most `KEEP_AT_MOST`: the oldest go first (counted in the log, never their content)."""
+    buffer[:0] = events
+    if len(buffer) > KEEP_AT_MOST:
+        log.error("dropped %d %s events after a long outage", len(buffer) - KEEP_AT_MOST, what)
+        del buffer[: len(buffer) - KEEP_AT_MOST]
+
+
+def write(batch: list[dict], audits: list[dict] | None = None) -> tuple[list[dict], list[dict]]:
+    """Insert the usage and audit events (by default the audit events buffered here);
+    return those to try again because the database was unreachable (usage, audit)."""
     from inference.models import UsageEvent
     from inference.usage import usage_daily_add
 
-    audits = _audit_buffer[:]
-    _audit_buffer.clear()
+    if audits is None:
+        audits = drain_audits()
     if audits:
         from domains.models import AuditEvent
 
         try:
             AuditEvent.objects.bulk_create([AuditEvent(**event) for event in audits])
+            audits = []
         except (OperationalError, InterfaceError):
             log.warning("could not reach the database for %d audit events; kept", len(audits))
-            _audit_buffer[:0] = audits[-KEEP_AT_MOST:]
-            del _audit_buffer[KEEP_AT_MOST:]
-            if not batch:
-                return False
         except Exception:
             log.exception("could not write %d audit events; dropped", len(audits))
+            audits = []
     if batch:
         try:
             # The raw rows and the daily aggregates (inference/usage.py) agree, or neither
@@ -107,29 +125,35 @@ def write(batch: list[dict]) -> bool:
             with transaction.atomic():
                 insert_rows(UsageEvent, batch)
                 usage_daily_add(batch)
+            batch = []
         except (OperationalError, InterfaceError):
             # The database away (a restart, a failover): the batch is tried again. The count
             # is logged, never the content.
             log.warning("could not reach the database for %d usage events; kept", len(batch))
-            return False
         except Exception:
             # Anything else (a row whose domain was deleted meanwhile) would fail again:
             # metering must never break serving, so the batch is dropped, and logged.
             log.exception("could not write %d usage events", len(batch))
-    return True
+            batch = []
+    return batch, audits
 
 
 async def flush() -> None:
-    """Write everything buffered so far. A batch that could not be written (the database
-    restarting, say) goes back to the front of the buffer, up to `KEEP_AT_MOST` events, and
-    is tried again at the next flush: an outage loses no usage row unless it outlasts that."""
-    batch = drain()
-    if not await offpath.run("metering", write, batch):
-        kept = batch[-KEEP_AT_MOST:]
-        if len(kept) < len(batch):
-            log.error("dropped %d usage events after a long outage", len(batch) - len(kept))
-        _buffer[:0] = kept
-        del _buffer[KEEP_AT_MOST:]
+    """Write everything buffered so far, through the metering writer where this process
+    has one. A batch that could not be written (the database restarting, say) goes back to
+    the front of the buffer, up to `KEEP_AT_MOST` events, and is tried again at the next
+    flush: an outage loses no usage row unless it outlasts that."""
+    batch, audits = drain(), drain_audits()
+    if not batch and not audits:
+        return
+    if metering_writer.running() and await offpath.run(
+        "metering", metering_writer.send, batch, audits
+    ):
+        return
+    batch, audits = await offpath.run("metering", write, batch, audits)
+    if batch or audits:
+        keep(_buffer, batch, "usage")
+        keep(_audit_buffer, audits, "audit")
         _schedule(asyncio.get_running_loop())
 
 
