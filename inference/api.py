@@ -135,8 +135,9 @@ async def sse(stream: pipeline.Stream) -> AsyncIterator[bytes]:
     after the stream began is one `data: {"error": ...}` event, then the stream closes. A
     client that goes away closes this generator, which closes the pipeline's stream."""
     try:
-        async for chunk in stream:
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        # The chunks of one read of the backend's stream go out in one write.
+        async for batch in stream.batches():
+            yield b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in batch)
         yield b"data: [DONE]\n\n"
     except InferenceError as error:
         yield b"data: " + orjson.dumps(envelope(error)) + b"\n\n"

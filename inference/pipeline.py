@@ -226,26 +226,33 @@ class Audio:
 class Stream:
     """A streamed completion: OpenAI chunk objects, through the output guardrails, in order.
 
-    Iterate it once. The last chunk carries usage only if the client asked for it
-    (`stream_options.include_usage`). A failure of the backend mid-stream is raised from
-    the iteration as an `UpstreamFailed`. Close it (`aclose`) to stop early: that cancels
-    the upstream request; the call is recorded either way, with the tokens delivered.
+    Iterate it once: chunk by chunk, or with `batches()` in lists of the chunks that came
+    from one read of the backend's stream. The last chunk carries usage only if the client
+    asked for it (`stream_options.include_usage`). A failure of the backend mid-stream is
+    raised from the iteration as an `UpstreamFailed`. Close it (`aclose`) to stop early:
+    that cancels the upstream request; the call is recorded either way, with the tokens
+    delivered.
     """
 
     def __init__(
-        self, call: Call, chunks: AsyncIterator[dict], response: aiohttp.ClientResponse
+        self, call: Call, batches: AsyncIterator[list[dict]], response: aiohttp.ClientResponse
     ) -> None:
         self.call = call
-        self._chunks = chunks
+        self._batches = batches
         # A stream dropped before it was iterated (its client left at once) still releases
         # the backend's connection and is recorded.
         weakref.finalize(self, _abandoned, call, response)
 
-    def __aiter__(self) -> AsyncIterator[dict]:
-        return self._chunks
+    def batches(self) -> AsyncIterator[list[dict]]:
+        return self._batches
+
+    async def __aiter__(self) -> AsyncIterator[dict]:
+        async for batch in self._batches:
+            for chunk in batch:
+                yield chunk
 
     async def aclose(self) -> None:
-        await self._chunks.aclose()
+        await self._batches.aclose()
 
 
 def _abandoned(call: Call, response: aiohttp.ClientResponse) -> None:
@@ -619,8 +626,9 @@ async def _relay(
     params: dict,
     wants_usage: bool,
     sanitizer: guard.StreamGuard,
-) -> AsyncIterator[dict]:
-    """The backend's chunks, in order, through the output guardrails.
+) -> AsyncIterator[list[dict]]:
+    """The backend's chunks, in order, through the output guardrails: a list for the lines
+    of each read (`upstream.line_batches`).
 
     Usage is metered from the backend's usage chunk, which reaches the client only if it
     asked for it. Without one (the client left, the guardrails ended the stream, the
@@ -631,48 +639,57 @@ async def _relay(
     delivered = 0
     template: dict = {}
     try:
-        async for raw_line in upstream.lines(response, first_byte_by=call.first_byte_by):
-            line = raw_line.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                break
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(chunk, dict):
-                continue
-            if "error" in chunk:
-                status = 502
-                raise UpstreamFailed("The backend failed mid-stream.")
-            if "model" in chunk:
-                chunk["model"] = call.model
-            usage = chunk.pop("usage", None)
-            if isinstance(usage, dict) and usage:
-                call.usage = usage
-            if not chunk.get("choices"):
-                continue
-            if not template:
-                # id, object, created, model: the same on every chunk; for the tails.
-                template = {k: v for k, v in chunk.items() if k != "choices"}
-            delivered += sum(1 for choice in chunk["choices"] if guard.carries_text(choice))
-            blocked = sanitizer.sanitize(chunk)
-            yield chunk
-            if blocked:
-                # The guardrails ended the stream: stop the backend, count what was sent.
-                call.usage = {}
+        async for lines in upstream.line_batches(response, first_byte_by=call.first_byte_by):
+            batch: list[dict] = []
+            done = blocked = False
+            for raw_line in lines:
+                line = raw_line.strip()
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    done = True
+                    break
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(chunk, dict):
+                    continue
+                if "error" in chunk:
+                    status = 502
+                    raise UpstreamFailed("The backend failed mid-stream.")
+                if "model" in chunk:
+                    chunk["model"] = call.model
+                usage = chunk.pop("usage", None)
+                if isinstance(usage, dict) and usage:
+                    call.usage = usage
+                if not chunk.get("choices"):
+                    continue
+                if not template:
+                    # id, object, created, model: the same on every chunk; for the tails.
+                    template = {k: v for k, v in chunk.items() if k != "choices"}
+                delivered += sum(1 for choice in chunk["choices"] if guard.carries_text(choice))
+                blocked = sanitizer.sanitize(chunk)
+                batch.append(chunk)
+                if blocked:
+                    # The guardrails ended the stream: stop the backend, count what was sent.
+                    call.usage = {}
+                    break
+            if batch:
+                yield batch
+            if done or blocked:
                 break
         else:
             status = 502
             raise UpstreamFailed("The backend closed the stream early.")
-        for tail in sanitizer.tails(template):
-            yield tail
+        tails = list(sanitizer.tails(template))
         if not call.usage:
             _count_usage(call, params, completion_tokens=delivered)
         if wants_usage:
-            yield {**template, "choices": [], "usage": call.usage}
+            tails.append({**template, "choices": [], "usage": call.usage})
+        if tails:
+            yield tails
         status = 200
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The backend's fault (a client that went away is a cancellation, not this).

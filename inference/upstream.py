@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
 RETRYABLE_STATUS = frozenset({502, 503})
+# The longest line of a backend's event stream held while it arrives.
+MAX_LINE_BYTES = 1024 * 1024
 
 
 class SpkiPin(aiohttp.Fingerprint):
@@ -312,31 +314,43 @@ async def exchange(
         done(target)
 
 
-async def lines(
+async def line_batches(
     response: aiohttp.ClientResponse, *, first_byte_by: float | None = None
-) -> AsyncIterator[bytes]:
-    """A stream's lines: the first by `first_byte_by` (the event loop's clock: the deadline
-    the request was opened under, so that the headers and the first chunk share one
-    `CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT`; that timeout from now without one), each next one
-    within `CUBEAI_UPSTREAM_IDLE_TIMEOUT`; a TimeoutError otherwise."""
+) -> AsyncIterator[list[bytes]]:
+    """A stream's lines, in batches: the complete lines that had arrived by each read, so
+    that what a backend sent together is relayed together (one write to the client instead
+    of one per event, as a proxy that forwards what it read). The first line is due by
+    `first_byte_by` (the event loop's clock: the deadline the request was opened under, so
+    that the headers and the first chunk share one `CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT`; that
+    timeout from now without one), each next one within `CUBEAI_UPSTREAM_IDLE_TIMEOUT`: a
+    backend that trickles bytes without ending a line times out. A TimeoutError otherwise;
+    a ClientPayloadError for a line longer than `MAX_LINE_BYTES`. The last line may lack
+    its end."""
     loop = asyncio.get_running_loop()
     deadline = first_byte_by
     if deadline is None:
         deadline = loop.time() + settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
+    partial = b""
     while True:
         async with asyncio.timeout_at(deadline):
-            line = await response.content.readline()
-        if not line:
+            data = await response.content.readany()
+        if not data:
+            if partial:
+                yield [partial]
             return
-        yield line
-        deadline = loop.time() + settings.CUBEAI_UPSTREAM_IDLE_TIMEOUT
+        *lines, partial = (partial + data).split(b"\n")
+        if len(partial) > MAX_LINE_BYTES:
+            raise aiohttp.ClientPayloadError("a line of the backend's stream is too long")
+        if lines:
+            yield lines
+            deadline = loop.time() + settings.CUBEAI_UPSTREAM_IDLE_TIMEOUT
 
 
 async def open_stream(
     call: "Call", candidates: list[tuple[Target, str]], body_for: BodyFor
 ) -> aiohttp.ClientResponse:
     """A backend's event stream, open; the caller releases it and calls `done`, and reads
-    it with `lines(response, first_byte_by=call.first_byte_by)`: the first chunk is due
+    it with `line_batches(response, first_byte_by=call.first_byte_by)`: the first chunk is due
     `CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT` after the request was sent, not after its headers."""
     began = time.perf_counter()
     call.first_byte_by = (
