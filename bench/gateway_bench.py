@@ -342,24 +342,46 @@ def _rss_kib(pid: int) -> int | None:
     return None
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
+def _is_writer(pid: int) -> bool:
+    return b"inference.metering_writer" in _cmdline(pid)
+
+
 def web_workers(master: int) -> list[int]:
-    """The server's worker processes: the master's children, less multiprocessing helpers."""
+    """The server's worker processes: the master's children, less multiprocessing helpers
+    and the gateway's metering writers."""
     workers = []
     for pid in _children(master):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
+        cmdline = _cmdline(pid)
+        if not cmdline or b"resource_tracker" in cmdline or b"semaphore_tracker" in cmdline:
             continue
-        if b"resource_tracker" in cmdline or b"semaphore_tracker" in cmdline:
+        if _is_writer(pid):
             continue
         workers.append(pid)
     return workers or [master]
 
 
+def metering_writers(master: int) -> list[int]:
+    """The gateway's metering writers (inference/metering_writer.py): one beside each web
+    process, its child."""
+    workers = web_workers(master)
+    return [pid for parent in workers for pid in _children(parent) if _is_writer(pid)]
+
+
 def rss_snapshot(master: int) -> dict[str, int]:
+    """VmRSS in KiB of the master, each worker (by pid) and each metering writer
+    (`writer-<pid>`): the writers' memory counts in the growth check too."""
     snapshot = {"master": _rss_kib(master) or 0}
     for pid in web_workers(master):
         snapshot[str(pid)] = _rss_kib(pid) or 0
+    for pid in metering_writers(master):
+        snapshot[f"writer-{pid}"] = _rss_kib(pid) or 0
     return snapshot
 
 
@@ -535,7 +557,9 @@ def measure(
     """Warm up, then latency at c=1, throughput at c=64, the stream, and RSS over N requests."""
     result: dict = {"url": url}
     log(f"{name}: warm-up")
-    run_wrk(url, auth, 8, args.warmup)
+    # 64 connections, so that the kernel spreads them over both workers: a worker that
+    # served few of the warm-up's requests was not warm, and its later growth looked large.
+    run_wrk(url, auth, 64, args.warmup)
     if master is not None:
         result["rss_kib_after_warmup"] = rss_snapshot(master)
     log(f"{name}: latency at c=1 for {args.duration:g} s")
@@ -846,7 +870,8 @@ def table(report: dict) -> str:
         if "rss_kib_after_warmup" in result:
             before, after = result["rss_kib_after_warmup"], result["rss_kib_after_requests"]
             rss = ", ".join(
-                f"{before[p] / 1024:.0f}→"
+                ("writer " if p.startswith("writer-") else "")
+                + f"{before[p] / 1024:.0f}→"
                 + (f"{after[p] / 1024:.0f} MiB" if p in after else "exited")
                 for p in before
                 if p != "master"
