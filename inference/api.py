@@ -136,8 +136,12 @@ async def sse(stream: pipeline.Stream) -> AsyncIterator[bytes]:
     client that goes away closes this generator, which closes the pipeline's stream."""
     try:
         # The chunks of one read of the backend's stream go out in one write.
-        async for batch in stream.batches():
-            yield b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in batch)
+        events = []
+        async for chunk in stream:
+            events.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if not stream.more_ready:
+                yield b"".join(events)
+                events.clear()
         yield b"data: [DONE]\n\n"
     except InferenceError as error:
         yield b"data: " + orjson.dumps(envelope(error)) + b"\n\n"

@@ -119,6 +119,9 @@ class Call:
     first_byte_by: float | None = None
     # The stream's relay ran to its end (the recording may still wait for a token count).
     relayed: bool = False
+    # The relay has more chunks of the same read of the backend's stream to yield, with no
+    # wait in between: the API writes them to the client together (`Stream.more_ready`).
+    more_ready: bool = False
     recorded: bool = False
 
     @property
@@ -226,33 +229,32 @@ class Audio:
 class Stream:
     """A streamed completion: OpenAI chunk objects, through the output guardrails, in order.
 
-    Iterate it once: chunk by chunk, or with `batches()` in lists of the chunks that came
-    from one read of the backend's stream. The last chunk carries usage only if the client
-    asked for it (`stream_options.include_usage`). A failure of the backend mid-stream is
-    raised from the iteration as an `UpstreamFailed`. Close it (`aclose`) to stop early:
-    that cancels the upstream request; the call is recorded either way, with the tokens
-    delivered.
+    Iterate it once. The last chunk carries usage only if the client asked for it
+    (`stream_options.include_usage`). A failure of the backend mid-stream is raised from
+    the iteration as an `UpstreamFailed`. Close it (`aclose`) to stop early: that cancels
+    the upstream request; the call is recorded either way, with the tokens delivered.
     """
 
     def __init__(
-        self, call: Call, batches: AsyncIterator[list[dict]], response: aiohttp.ClientResponse
+        self, call: Call, chunks: AsyncIterator[dict], response: aiohttp.ClientResponse
     ) -> None:
         self.call = call
-        self._batches = batches
+        self._chunks = chunks
         # A stream dropped before it was iterated (its client left at once) still releases
         # the backend's connection and is recorded.
         weakref.finalize(self, _abandoned, call, response)
 
-    def batches(self) -> AsyncIterator[list[dict]]:
-        return self._batches
+    def __aiter__(self) -> AsyncIterator[dict]:
+        return self._chunks
 
-    async def __aiter__(self) -> AsyncIterator[dict]:
-        async for batch in self._batches:
-            for chunk in batch:
-                yield chunk
+    @property
+    def more_ready(self) -> bool:
+        """Whether the next chunk is already here (it came in the same read of the
+        backend's stream as the last one): a writer can wait for it before writing."""
+        return self.call.more_ready
 
     async def aclose(self) -> None:
-        await self._batches.aclose()
+        await self._chunks.aclose()
 
 
 def _abandoned(call: Call, response: aiohttp.ClientResponse) -> None:
@@ -626,22 +628,25 @@ async def _relay(
     params: dict,
     wants_usage: bool,
     sanitizer: guard.StreamGuard,
-) -> AsyncIterator[list[dict]]:
-    """The backend's chunks, in order, through the output guardrails: a list for the lines
-    of each read (`upstream.line_batches`).
+) -> AsyncIterator[dict]:
+    """The backend's chunks, in order, through the output guardrails.
 
-    Usage is metered from the backend's usage chunk, which reaches the client only if it
-    asked for it. Without one (the client left, the guardrails ended the stream, the
-    backend cut it), the gateway counts the completion tokens delivered (one per chunk
-    that carried text) and estimates the prompt's.
+    The lines of each read of the backend's stream (`upstream.line_batches`) are turned
+    into chunks together, then yielded one by one with `call.more_ready` set while more of
+    them follow. Usage is metered from the backend's usage chunk, which reaches the client
+    only if it asked for it. Without one (the client left, the guardrails ended the stream,
+    the backend cut it), the gateway counts the completion tokens delivered (one per chunk
+    that carried text, counted as each is handed over) and estimates the prompt's.
     """
     status = 499
     delivered = 0
     template: dict = {}
     try:
         async for lines in upstream.line_batches(response, first_byte_by=call.first_byte_by):
-            batch: list[dict] = []
-            done = blocked = False
+            # The read's chunks (each with the texts it carries) and its usage report, in
+            # order: a usage report counts once the chunks before it are handed over.
+            batch: list[tuple[dict | None, int | dict]] = []
+            done = blocked = failed = False
             for raw_line in lines:
                 line = raw_line.strip()
                 if not line.startswith(b"data:"):
@@ -657,39 +662,49 @@ async def _relay(
                 if not isinstance(chunk, dict):
                     continue
                 if "error" in chunk:
-                    status = 502
-                    raise UpstreamFailed("The backend failed mid-stream.")
+                    failed = True  # after the chunks that came before it
+                    break
                 if "model" in chunk:
                     chunk["model"] = call.model
                 usage = chunk.pop("usage", None)
                 if isinstance(usage, dict) and usage:
-                    call.usage = usage
+                    batch.append((None, usage))
                 if not chunk.get("choices"):
                     continue
                 if not template:
                     # id, object, created, model: the same on every chunk; for the tails.
                     template = {k: v for k, v in chunk.items() if k != "choices"}
-                delivered += sum(1 for choice in chunk["choices"] if guard.carries_text(choice))
+                texts = sum(1 for choice in chunk["choices"] if guard.carries_text(choice))
                 blocked = sanitizer.sanitize(chunk)
-                batch.append(chunk)
+                batch.append((chunk, texts))
                 if blocked:
-                    # The guardrails ended the stream: stop the backend, count what was sent.
-                    call.usage = {}
                     break
-            if batch:
-                yield batch
-            if done or blocked:
+            last = max((i for i, (chunk, _) in enumerate(batch) if chunk is not None), default=-1)
+            for index, (chunk, value) in enumerate(batch):
+                if chunk is None:
+                    call.usage = value
+                    continue
+                delivered += value
+                call.more_ready = index < last
+                yield chunk
+            if failed:
+                status = 502
+                raise UpstreamFailed("The backend failed mid-stream.")
+            if blocked:
+                # The guardrails ended the stream: stop the backend, count what was sent.
+                call.usage = {}
+                break
+            if done:
                 break
         else:
             status = 502
             raise UpstreamFailed("The backend closed the stream early.")
-        tails = list(sanitizer.tails(template))
+        for tail in sanitizer.tails(template):
+            yield tail
         if not call.usage:
             _count_usage(call, params, completion_tokens=delivered)
         if wants_usage:
-            tails.append({**template, "choices": [], "usage": call.usage})
-        if tails:
-            yield tails
+            yield {**template, "choices": [], "usage": call.usage}
         status = 200
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The backend's fault (a client that went away is a cancellation, not this).

@@ -91,24 +91,28 @@ async def test_a_line_longer_than_the_limit_is_a_payload_error(monkeypatch):
         await read_batches(handler)
 
 
-class Batched:
-    def __init__(self, batches):
-        self._batches = batches
+class Chunks:
+    """A pipeline stream's stand-in: chunks, each with whether the next one came with it."""
+
+    def __init__(self, chunks):
+        self._chunks = chunks
+        self.more_ready = False
         self.closed = False
 
     async def _iterate(self):
-        for batch in self._batches:
-            yield batch
+        for chunk, more in self._chunks:
+            self.more_ready = more
+            yield chunk
 
-    def batches(self):
+    def __aiter__(self):
         return self._iterate()
 
     async def aclose(self):
         self.closed = True
 
 
-async def test_the_api_writes_each_batch_of_chunks_in_one_piece():
-    stream = Batched([[{"n": 1}, {"n": 2}], [{"n": 3}]])
+async def test_the_api_writes_the_chunks_of_one_read_in_one_piece():
+    stream = Chunks([({"n": 1}, True), ({"n": 2}, False), ({"n": 3}, False)])
     written = [piece async for piece in api.sse(stream)]
     assert written == [
         b'data: {"n":1}\n\ndata: {"n":2}\n\n',
