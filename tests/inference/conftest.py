@@ -103,6 +103,21 @@ def usage_written(stack: "Stack") -> None:
     usage_row(marker)
 
 
+def metering_writers(pid: int) -> list[int]:
+    """The metering writers (inference/metering_writer.py) among a web process's children,
+    whichever of its threads started them."""
+    found = []
+    children = " ".join(path.read_text() for path in Path(f"/proc/{pid}/task").glob("*/children"))
+    for child in children.split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"inference.metering_writer" in cmdline:
+            found.append(int(child))
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,7 +19,7 @@ from domains.models import AuditEvent
 from inference import metering, metering_writer
 from inference.models import UsageDaily, UsageEvent
 from tests.conftest import _stop
-from tests.inference.conftest import committed, start_gateway, usage_row
+from tests.inference.conftest import committed, metering_writers, start_gateway, usage_row
 
 
 def usage(domain, request_id: str, **fields) -> dict:
@@ -120,17 +120,6 @@ def test_a_writer_whose_database_stays_away_ends_after_its_drain_period(
 # --- In a real web process ---------------------------------------------------------------
 
 
-def writers_of(pid: int) -> list[int]:
-    """The metering writers among a process's children."""
-    found = []
-    children = " ".join(path.read_text() for path in Path(f"/proc/{pid}/task").glob("*/children"))
-    for child in children.split():
-        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        if b"inference.metering_writer" in cmdline:
-            found.append(int(child))
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -168,7 +157,7 @@ def test_a_web_process_writes_through_its_writer_which_is_replaced_and_drained(
         # Flushes 5 s apart: the last request's row can only come from the shutdown's flush.
         process, url = start_gateway(tmp_path, CUBEAI_USAGE_FLUSH_SECONDS="5")
     try:
-        (writer,) = eventually(lambda: writers_of(process.pid))
+        (writer,) = eventually(lambda: metering_writers(process.pid))
         first = f"req-writer-{uuid.uuid4().hex[:8]}"
         chat(url, stack, first)
         assert usage_row(first)["status"] == 200
@@ -179,7 +168,7 @@ def test_a_web_process_writes_through_its_writer_which_is_replaced_and_drained(
         second = f"req-writer-{uuid.uuid4().hex[:8]}"
         chat(url, stack, second)
         assert usage_row(second)["status"] == 200
-        (replacement,) = eventually(lambda: writers_of(process.pid))
+        (replacement,) = eventually(lambda: metering_writers(process.pid))
         assert replacement != writer
 
         # SIGINT and SIGTERM reach the whole group when the platform stops: the writer waits

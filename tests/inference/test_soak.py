@@ -6,8 +6,9 @@ errors and clients that leave mid-stream, from several threads for `SOAK_SECONDS
 CI; `make soak` runs 300 s), while one backend of a two-deployment model is killed a third
 of the way in. Counted, not assumed: no 5xx, no request past its timeout, the worker's RSS
 bounded, its open file descriptors (sockets) back to where they were, its event loop's tasks
-back to where they were (`cubeai_event_loop_tasks` on `/metrics`), and every upstream stream
-the gateway opened finished or cancelled (none held).
+back to where they were (`cubeai_event_loop_tasks` on `/metrics`), every upstream stream
+the gateway opened finished or cancelled (none held), and its metering writer the same
+process throughout, its RSS bounded and its descriptors as they were.
 
 Slow and stalled clients are the second test here; Redis and PostgreSQL restarts have suites
 of their own (`test_redis_restart.py`, `test_postgres_restart.py`), which `make soak` runs too.
@@ -33,6 +34,7 @@ from tests.inference.conftest import (
     HERE,
     committed,
     free_port,
+    metering_writers,
     start_gateway,
     start_process,
     usage_row,
@@ -320,6 +322,11 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
     time.sleep(1)
     names = server_ports(stack, soak)
     rss_before, kinds_before = rss_kib(pid), fd_kinds(pid, names)
+    # The worker's metering writer, which writes its usage: the same one throughout (it
+    # never died), its memory bounded and its descriptors (a database connection, its
+    # input, its log) as they were.
+    (writer,) = metering_writers(pid)
+    writer_rss_before, writer_kinds_before = rss_kib(writer), fd_kinds(writer, names)
     tasks_before = loop_tasks(soak["url"], pid)
 
     threads = load(0)
@@ -368,6 +375,7 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
         if (
             held == held_before
             and settled(fd_kinds(pid, names))
+            and fd_kinds(writer, names) == writer_kinds_before
             and tasks_after <= tasks_before + BACKGROUND_TASKS
         ):
             break
@@ -380,9 +388,18 @@ def test_a_mixed_load_with_a_backend_killed_leaves_nothing_behind(soak, stack):
     assert tasks_after <= tasks_before + BACKGROUND_TASKS, (tasks_before, tasks_after)
     rss_after = rss_kib(pid)
     assert rss_after < rss_before * 1.25 + 20_000, (rss_before, rss_after)
+    assert metering_writers(pid) == [writer]
+    writer_kinds_after = fd_kinds(writer, names)
+    assert writer_kinds_after == writer_kinds_before, (writer_kinds_before, writer_kinds_after)
+    writer_rss_after = rss_kib(writer)
+    assert writer_rss_after < writer_rss_before * 1.25 + 20_000, (
+        writer_rss_before,
+        writer_rss_after,
+    )
     print(
         f"\nsoak {SOAK_SECONDS:g} s: {len(results)} requests, "
         f"RSS {rss_before // 1024}->{rss_after // 1024} MiB, "
+        f"metering writer {writer_rss_before // 1024}->{writer_rss_after // 1024} MiB, "
         f"event loop tasks {tasks_before}->{tasks_during} under load->{tasks_after}, "
         f"descriptors {sorted(kinds_before.items())} -> {sorted(kinds_after.items())}"
     )
