@@ -330,15 +330,23 @@ async def line_batches(
     deadline = first_byte_by
     if deadline is None:
         deadline = loop.time() + settings.CUBEAI_UPSTREAM_FIRST_BYTE_TIMEOUT
-    partial = b""
+    # The unfinished last line (a bytearray: a long line arriving in many reads is not
+    # copied again at each one).
+    partial = bytearray()
     while True:
         async with asyncio.timeout_at(deadline):
             data = await response.content.readany()
         if not data:
             if partial:
-                yield [partial]
+                yield [bytes(partial)]
             return
-        *lines, partial = (partial + data).split(b"\n")
+        end = data.rfind(b"\n")
+        if end < 0:
+            partial += data
+            lines = []
+        else:
+            lines = (bytes(partial) + data[:end]).split(b"\n")
+            partial = bytearray(data[end + 1 :])
         if len(partial) > MAX_LINE_BYTES:
             raise aiohttp.ClientPayloadError("a line of the backend's stream is too long")
         if lines:
