@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from domains import permissions, services
@@ -40,8 +40,6 @@ def retry_locked(function):
     servers begin their transactions IMMEDIATE (cubeai/settings.py); the test process cannot
     (each test is one transaction), so a test's own short transaction that reads, then
     writes, fails at once if a server wrote meanwhile."""
-    from django.db import OperationalError
-
     for attempt in range(10):
         try:
             return function()
@@ -417,14 +415,17 @@ def stack(django_db_blocker, gateway_url, agent_url, fake_upstream_url):
             Model.objects.all().delete()
 
     with django_db_blocker.unblock():
-        # The gateway may still flush the last requests' usage meanwhile: a row it inserts
-        # after the cascade collected its rows fails the commit, and the next try takes it.
-        for attempt in range(5):
+        # The gateways' metering writers may still write the last requests' usage meanwhile:
+        # a row inserted after the cascade collected its rows fails the commit, and a write
+        # between this transaction's reads and its first write makes SQLite refuse it as
+        # locked. Either way the next try takes it; the writers are done within seconds.
+        deadline = time.monotonic() + 30
+        while True:
             try:
                 retry_locked(remove)
                 break
-            except IntegrityError:
-                if attempt == 4:
+            except (IntegrityError, OperationalError):
+                if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
 
